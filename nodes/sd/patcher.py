@@ -1,0 +1,240 @@
+"""ModelPatcher: the MODEL socket type — a torch module plus the weight patches (LoRA …) and sampler options on it.
+
+Clones share the module and its backups; only one clone's patches are written into the module at a time.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import uuid
+import weakref
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from nodes.sd.lora import Adapter
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ModelPatcher", "PatcherBusyError"]
+
+Device = torch.device | str
+
+
+class PatcherBusyError(RuntimeError):
+    """A clone asked to patch a module that another clone is using right now (inside `applied()`)."""
+
+
+class _SharedState:
+    """Per-module state every ModelPatcher over that module shares: originals of patched weights, what is applied."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.backup: dict[str, torch.Tensor] = {}   # weight key → original tensor (on the offload device)
+        self.applied: tuple[str, torch.device] | None = None  # (patches_uuid, device) written into the module
+        self.in_use = 0                               # depth of `applied()` blocks holding the current weights
+
+
+# Keyed by the module itself, so even independently created patchers of one module coordinate.
+_STATES: "weakref.WeakKeyDictionary[nn.Module, _SharedState]" = weakref.WeakKeyDictionary()
+_STATES_LOCK = threading.Lock()
+
+
+def _state_for(module: nn.Module) -> _SharedState:
+    with _STATES_LOCK:
+        state = _STATES.get(module)
+        if state is None:
+            state = _STATES[module] = _SharedState()
+        return state
+
+
+def _copy_options(value: Any) -> Any:
+    """Copy the dict/list structure of model_options; leave the hooks and tensors in it shared."""
+    if isinstance(value, dict):
+        return {k: _copy_options(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_options(v) for v in value]
+    return value
+
+
+class ModelPatcher:
+    """A module with pending weight patches. `patch_model()` merges them in; `unpatch_model()` restores the originals.
+
+    `patches[key]` is a list of (strength, adapter) applied in order: W' = W + Σ strength·ΔW, computed in fp32
+    and cast back to the weight's dtype. Patching is lazy and idempotent: the patch set written into the module
+    is remembered (on state shared by all clones), so patching the same clone again costs nothing, and patching
+    another clone first restores the originals.
+    """
+
+    def __init__(self, model: nn.Module, load_device: Device = "cpu", offload_device: Device = "cpu"):
+        self.model = model
+        self.load_device = torch.device(load_device)
+        self.offload_device = torch.device(offload_device)
+        self.patches: dict[str, list[tuple[float, Adapter]]] = {}
+        self.patches_uuid = uuid.uuid4().hex
+        self.model_options: dict[str, Any] = {"transformer_options": {}}
+        self._state = _state_for(model)
+
+    # -- cloning and patch bookkeeping --------------------------------------------------------------
+
+    def clone(self) -> ModelPatcher:
+        """Same module and backups; own copies of the patch lists and model_options."""
+        n = ModelPatcher.__new__(ModelPatcher)
+        n.model, n.load_device, n.offload_device, n._state = self.model, self.load_device, self.offload_device, self._state
+        n.patches = {k: list(v) for k, v in self.patches.items()}
+        n.patches_uuid = self.patches_uuid  # same patches ⇒ same merged weights: no re-merge when switching
+        n.model_options = _copy_options(self.model_options)
+        return n
+
+    def is_clone(self, other: Any) -> bool:
+        return isinstance(other, ModelPatcher) and other.model is self.model
+
+    @property
+    def backup(self) -> dict[str, torch.Tensor]:
+        return self._state.backup
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return dict(self.model.state_dict(keep_vars=True))
+
+    def fitting_keys(self, patches: Mapping[str, Adapter]) -> set[str]:
+        """The keys of `patches` that name a weight of this module whose size matches the adapter's ΔW."""
+        weights = self._weights()
+        fit = set()
+        for key, adapter in patches.items():
+            w = weights.get(key)
+            if w is None:
+                continue
+            if adapter.delta_numel() != w.numel():
+                log.warning("patch for %s does not fit: ΔW has %d values, the weight %s", key,
+                            adapter.delta_numel(), tuple(w.shape))
+                continue
+            fit.add(key)
+        return fit
+
+    def add_patches(self, patches: Mapping[str, Adapter], strength: float = 1.0) -> set[str]:
+        """Append (strength, adapter) to each key's list (so chained LoRAs stack in order); return the keys used.
+
+        Keys that are not weights of this module, or whose ΔW has the wrong size, are skipped.
+        """
+        used = self.fitting_keys(patches)
+        for key in patches:
+            if key in used:
+                self.patches.setdefault(key, []).append((float(strength), patches[key]))
+        if used:
+            self.patches_uuid = uuid.uuid4().hex
+        return used
+
+    def patched_keys(self) -> set[str]:
+        """Keys with at least one patch of non-zero strength — the weights `patch_model` will change."""
+        return {k for k, plist in self.patches.items() if any(s != 0 for s, _ in plist)}
+
+    # -- writing weights -----------------------------------------------------------------------------
+
+    def patched_weight(self, key: str, original: torch.Tensor, device: Device | None = None) -> torch.Tensor:
+        """original + Σ strength·ΔW in fp32 on `device`, cast back to the original dtype. Zero strengths are skipped."""
+        device = torch.device(device) if device is not None else original.device
+        w = original.to(device=device, dtype=torch.float32, copy=True)
+        for strength, adapter in self.patches.get(key, ()):
+            if strength != 0:
+                w += strength * adapter.delta(w.shape, device)
+        return w.to(original.dtype)
+
+    @torch.no_grad()
+    def patch_model(self, device: Device | None = None) -> nn.Module:
+        """Write this clone's patched weights into the module on `device` (default: load_device); return the module.
+
+        A no-op when this patch set is already applied there. Otherwise the originals are restored first (whichever
+        clone patched them), then each patched weight is backed up once (on the offload device) and replaced.
+        """
+        device = torch.device(device) if device is not None else self.load_device
+        state = self._state
+        with state.lock:
+            token = (self.patches_uuid, device)
+            if state.applied == token:
+                return self.model
+            if state.in_use:
+                raise PatcherBusyError("this model is being used by another clone; cannot switch its patches now")
+            self._restore()
+            weights = self._weights()
+            for key in sorted(self.patched_keys()):
+                param = weights[key]
+                original = param.data
+                patched = self.patched_weight(key, original, device)
+                if original.device != self.offload_device:
+                    original = original.to(self.offload_device, copy=True)
+                state.backup[key] = original
+                param.data = patched
+            self.model.to(device)
+            state.applied = token
+            return self.model
+
+    @torch.no_grad()
+    def unpatch_model(self, device_to: Device | None = None) -> nn.Module:
+        """Restore every patched weight bit-for-bit (whichever clone patched it); optionally move the module."""
+        with self._state.lock:
+            if self._state.in_use:
+                raise PatcherBusyError("cannot unpatch a model while it is in use")
+            self._restore()
+            if device_to is not None:
+                self.model.to(device_to)
+            return self.model
+
+    def _restore(self) -> None:
+        state = self._state
+        if state.backup:
+            weights = self._weights()
+            for key, original in state.backup.items():
+                param = weights[key]
+                # Same device: the original tensor itself goes back (same storage, same bits).
+                param.data = original if original.device == param.device else original.to(param.device)
+            state.backup.clear()
+        state.applied = None
+
+    @contextlib.contextmanager
+    def applied(self, device: Device | None = None) -> Iterator[nn.Module]:
+        """`with patcher.applied(device) as module:` — the module carries this clone's patches for the whole block.
+
+        Weights stay patched afterwards (the next use of the same clone is free); another clone that tries to
+        switch patches while the block runs gets PatcherBusyError (same thread) or waits (other threads).
+        """
+        state = self._state
+        with state.lock:
+            module = self.patch_model(device)
+            state.in_use += 1
+            try:
+                yield module
+            finally:
+                state.in_use -= 1
+
+    # -- facts for the cache and the memory manager ---------------------------------------------------
+
+    def is_applied(self, device: Device | None = None) -> bool:
+        device = torch.device(device) if device is not None else self.load_device
+        return self._state.applied == (self.patches_uuid, device)
+
+    def model_size(self) -> int:
+        """Bytes of the module's parameters and buffers (shared by all clones; count it once per module)."""
+        seen, total = set(), 0
+        for t in list(self.model.parameters()) + list(self.model.buffers()):
+            ptr = t.untyped_storage().data_ptr() if t.device.type != "meta" else id(t)
+            if ptr not in seen:
+                seen.add(ptr)
+                total += t.untyped_storage().nbytes() if t.device.type != "meta" else t.numel() * t.element_size()
+        return total
+
+    def patches_size(self) -> int:
+        """Bytes held by this clone's adapters (the extra memory a LoRA clone costs)."""
+        adapters = {id(a): a for plist in self.patches.values() for _, a in plist}
+        return sum(a.nbytes() for a in adapters.values())
+
+    def model_dtype(self) -> torch.dtype:
+        for p in self.model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    def __repr__(self) -> str:
+        return (f"ModelPatcher({type(self.model).__name__}, {len(self.patches)} patched keys, "
+                f"load={self.load_device}, offload={self.offload_device})")
