@@ -1,0 +1,306 @@
+"""The `nodegraph` command: run, validate, convert and list workflows headless; serve the editor.
+
+Exit codes: 0 success, 1 a node failed at run time (or was interrupted), 2 the workflow or the
+command line is invalid. User errors print a readable message, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import folders as folder_paths
+from .cache import DEFAULT_BUDGET, OutputCache, parse_size
+from .errors import NodegraphError, ValidationError, WorkflowError
+from .executor import Executor, RunResult
+from .registry import NodeRegistry, default_registry
+from .validation import validate_prompt
+from .workflow import load_document
+from .workflow.api_format import Prompt
+
+log = logging.getLogger("nodegraph")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_INVALID = 0, 1, 2
+
+
+class UsageError(NodegraphError):
+    """A command-line mistake (exit code 2)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_INVALID
+    try:
+        return args.handler(args)
+    except ValidationError as exc:
+        print(f"error: invalid workflow\n{exc.describe()}", file=sys.stderr)
+        return EXIT_INVALID
+    except (WorkflowError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    common.add_argument("--base-dir", type=Path, default=None,
+                        help="root of models/, input/, output/, temp/, user/ (default: $NODEGRAPH_HOME or .)")
+    common.add_argument("--models-dir", type=Path, action="append", default=[],
+                        help="a models folder (e.g. an existing ComfyUI models/); repeatable, searched in order")
+    common.add_argument("--input-dir", type=Path, default=None)
+    common.add_argument("--output-dir", type=Path, default=None, help="where Save Image writes")
+    common.add_argument("--custom-nodes", type=Path, default=None, help="a folder of custom node packs")
+
+    parser = argparse.ArgumentParser(prog="nodegraph", description=__doc__.splitlines()[0], parents=[common])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run a workflow (UI or API JSON, or a PNG)")
+    run.add_argument("workflow", type=Path)
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                     help="override an input; NODE is a node id or title, VALUE is JSON or text")
+    run.add_argument("--target", action="append", default=None, metavar="NODE",
+                     help="run only what this node needs (repeatable)")
+    run.add_argument("--cache-budget", default=None, metavar="SIZE",
+                     help=f"memory for cached outputs, e.g. 4GB (default {DEFAULT_BUDGET // 1024**3}GB)")
+    run.add_argument("--no-cache", action="store_true", help="cache nothing (same as --cache-budget 0)")
+    run.add_argument("--repeat", type=int, default=1, help="run N times in one process (shows the cache)")
+    run.set_defaults(handler=_cmd_run)
+
+    validate = sub.add_parser("validate", parents=[common], help="check a workflow without running it")
+    validate.add_argument("workflow", type=Path)
+    validate.add_argument("--json", action="store_true", help="print ComfyUI's error JSON")
+    validate.set_defaults(handler=_cmd_validate)
+
+    convert = sub.add_parser("convert", parents=[common], help="write the API format of a workflow")
+    convert.add_argument("workflow", type=Path)
+    convert.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: stdout)")
+    convert.set_defaults(handler=_cmd_convert)
+
+    nodes = sub.add_parser("nodes", parents=[common], help="list the available nodes")
+    nodes.add_argument("names", nargs="*", help="only these nodes")
+    nodes.add_argument("--json", action="store_true", help="ComfyUI's /object_info shape")
+    nodes.set_defaults(handler=_cmd_nodes)
+
+    serve = sub.add_parser("serve", parents=[common], help="start the HTTP + websocket server and editor")
+    serve.add_argument("--listen", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8188)
+    serve.add_argument("--auth-token", default=None)
+    serve.add_argument("--insecure-no-auth", action="store_true",
+                       help="allow a non-loopback bind without a token (not recommended)")
+    serve.add_argument("--cache-budget", default=None, metavar="SIZE")
+    serve.add_argument("--no-cache", action="store_true")
+    serve.add_argument("--max-upload-size", type=float, default=100, help="MB")
+    serve.add_argument("--history-size", type=int, default=10000)
+    serve.add_argument("--preview-method", choices=["none", "latent2rgb"], default="latent2rgb")
+    serve.set_defaults(handler=_cmd_serve)
+    return parser
+
+
+# -- shared set-up --------------------------------------------------------------------------
+
+def _setup(args: argparse.Namespace) -> tuple[folder_paths.Folders, NodeRegistry]:
+    base = args.base_dir or Path(folder_paths.current().base)
+    layout = folder_paths.use(folder_paths.Folders(base, models=args.models_dir, input=args.input_dir,
+                                                   output=args.output_dir))
+    registry = default_registry(custom_nodes=args.custom_nodes or (layout.base / "custom_nodes"))
+    return layout, registry
+
+
+def _load(args: argparse.Namespace, registry: NodeRegistry) -> tuple[Prompt, dict[str, Any]]:
+    document = load_document(args.workflow)
+    prompt = document.to_api(registry)
+    extra: dict[str, Any] = {"extra_pnginfo": {"workflow": document.ui}} if document.ui else {}
+    return prompt, extra
+
+
+def _cache_budget(args: argparse.Namespace) -> int:
+    if args.no_cache:
+        return 0
+    if args.cache_budget is None:
+        return DEFAULT_BUDGET
+    try:
+        return parse_size(args.cache_budget)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def apply_overrides(prompt: Prompt, overrides: list[str]) -> None:
+    """`--set NODE.INPUT=VALUE`: NODE is an id or a node title; VALUE is JSON, else plain text."""
+    for item in overrides:
+        target, sep, raw = item.partition("=")
+        node_ref, dot, input_name = target.rpartition(".")
+        if not sep or not dot or not node_ref or not input_name:
+            raise UsageError(f"--set {item!r}: expected NODE.INPUT=VALUE, e.g. --set 3.seed=42")
+        node_id = _find_node(prompt, node_ref)
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        prompt[node_id]["inputs"][input_name] = value
+
+
+def _find_node(prompt: Prompt, ref: str) -> str:
+    if ref in prompt:
+        return ref
+    titled = [nid for nid, node in prompt.items()
+              if (node.get("_meta") or {}).get("title") == ref or node.get("class_type") == ref]
+    if len(titled) == 1:
+        return titled[0]
+    if titled:
+        raise UsageError(f"--set: '{ref}' matches nodes {', '.join(titled)}; use a node id")
+    raise UsageError(f"--set: no node with id or title '{ref}' (ids: {', '.join(list(prompt)[:20])})")
+
+
+# -- commands -------------------------------------------------------------------------------
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    layout, registry = _setup(args)
+    library = sys.modules.get("nodes")
+    if library is not None and hasattr(library, "prepare_default_models"):
+        library.prepare_default_models(layout)
+    prompt, extra = _load(args, registry)
+    apply_overrides(prompt, args.overrides)
+    validated = validate_prompt(prompt, registry, targets=args.target)
+    for node_id, entry in validated.node_errors.items():
+        log.warning("output %s skipped: node %s (%s) is invalid", ", ".join(entry["dependent_outputs"]),
+                    node_id, entry["class_type"])
+    executor = Executor(OutputCache(_cache_budget(args)))
+    result: RunResult | None = None
+    for attempt in range(max(1, args.repeat)):
+        with _ProgressDisplay(prompt, quiet=args.quiet) as display:
+            result = executor.execute(validated, extra_data=extra, sink=display.handle)
+        log.info("run %d: %s in %.2fs — %d nodes executed, %d from cache", attempt + 1, result.status,
+                 result.seconds, len(result.executed), len(result.cached))
+        if not result.ok:
+            break
+    assert result is not None
+    if result.status == "interrupted":
+        print("interrupted", file=sys.stderr)
+        return EXIT_RUNTIME
+    if result.error is not None:
+        error = result.error
+        print(f"error: node {error.node_id} ({error.node_type}) failed\n  {error.exception_type}: "
+              f"{error.exception_message}", file=sys.stderr)
+        log.debug("".join(error.traceback))
+        return EXIT_RUNTIME
+    for path in output_files(result, layout):
+        print(path)
+    return EXIT_OK
+
+
+def output_files(result: RunResult, layout: folder_paths.Folders) -> list[Path]:
+    """Files that output nodes reported (ComfyUI's `{images: [{filename, subfolder, type}]}`)."""
+    roots = {"output": layout.output, "temp": layout.temp, "input": layout.input}
+    files = []
+    for ui in result.outputs.values():
+        for item in ui.get("images", []) if isinstance(ui, dict) else []:
+            if isinstance(item, dict) and "filename" in item:
+                files.append(roots.get(item.get("type", "output"), layout.output) / item.get("subfolder", "") / item["filename"])
+    return files
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    _, registry = _setup(args)
+    prompt, _ = _load(args, registry)
+    try:
+        validated = validate_prompt(prompt, registry)
+    except ValidationError as exc:
+        if args.json:
+            print(json.dumps(exc.to_json(), indent=2))
+            return EXIT_INVALID
+        raise
+    if args.json:
+        print(json.dumps({"ok": True, "outputs": validated.outputs, "node_errors": validated.node_errors}, indent=2))
+    else:
+        print(f"ok: {len(prompt)} nodes, outputs {', '.join(validated.outputs)}")
+    return EXIT_OK
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    _, registry = _setup(args)
+    prompt, _ = _load(args, registry)
+    text = json.dumps(prompt, indent=2)
+    if args.output:
+        args.output.write_text(text + "\n")
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def _cmd_nodes(args: argparse.Namespace) -> int:
+    _, registry = _setup(args)
+    info = registry.object_info()
+    if args.names:
+        unknown = [n for n in args.names if n not in info]
+        if unknown:
+            raise UsageError(f"unknown node(s): {', '.join(unknown)}")
+        info = {n: info[n] for n in args.names}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    for name, entry in sorted(info.items(), key=lambda kv: (kv[1]["category"], kv[0])):
+        print(f"{entry['category']:<28} {name:<32} {entry['display_name']}")
+    return EXIT_OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .server.app import serve
+    except ImportError as exc:
+        raise UsageError(f"the server is not available: {exc}") from None
+    layout, registry = _setup(args)
+    return serve(args, layout, registry, OutputCache(_cache_budget(args)))
+
+
+class _ProgressDisplay:
+    """Renders executor events: a log line per node, a tqdm bar for nodes that report progress."""
+
+    def __init__(self, prompt: Prompt, quiet: bool):
+        self.prompt, self.quiet = prompt, quiet
+        self.bar: Any = None
+
+    def __enter__(self) -> "_ProgressDisplay":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._close_bar()
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def handle(self, event: str, data: dict[str, Any]) -> None:
+        if event == "executing":
+            self._close_bar()
+            if data.get("node") is not None and not self.quiet:
+                node = self.prompt.get(data["node"], {})
+                title = (node.get("_meta") or {}).get("title") or node.get("class_type")
+                log.info("running node %s (%s)", data["node"], title)
+        elif event == "execution_cached" and data.get("nodes"):
+            log.info("from cache: nodes %s", ", ".join(data["nodes"]))
+        elif event == "progress" and not self.quiet:
+            if self.bar is None:
+                from tqdm import tqdm
+                node = self.prompt.get(data["node"], {})
+                self.bar = tqdm(total=data["max"], desc=str(node.get("class_type", data["node"])),
+                                unit="step", file=sys.stderr, leave=False)
+            self.bar.total = data["max"]
+            self.bar.n = data["value"]
+            self.bar.refresh()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

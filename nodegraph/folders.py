@@ -1,0 +1,125 @@
+"""Where models, inputs, outputs, temporary files and user data live, and safe paths inside them.
+
+The layout is ComfyUI's (`models/checkpoints`, `models/loras`, ..., `input/`, `output/`, `temp/`,
+`user/`), so an existing ComfyUI models folder can be pointed at with `--models-dir`. The active
+layout is one explicit object (`use()` / `current()`), set once by the CLI or server.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
+# folder key -> sub-folder names searched (ComfyUI's aliases included)
+MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
+    "checkpoints": ("checkpoints",),
+    "loras": ("loras",),
+    "vae": ("vae",),
+    "controlnet": ("controlnet", "t2i_adapter"),
+    "embeddings": ("embeddings",),
+    "depth": ("depth",),
+    "clip": ("clip", "text_encoders"),
+    "text_encoders": ("text_encoders", "clip"),
+    "diffusion_models": ("diffusion_models", "unet"),
+    "upscale_models": ("upscale_models",),
+    "vae_approx": ("vae_approx",),
+}
+
+
+class UnsafePathError(ValueError):
+    """A requested path would leave its base folder."""
+
+
+@dataclass
+class Folders:
+    base: Path
+    models: list[Path] = field(default_factory=list)  # searched in order; the first is ours
+    input: Path | None = None
+    output: Path | None = None
+    temp: Path | None = None
+    user: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.base = Path(self.base).resolve()
+        self.models = [Path(m).resolve() for m in self.models] or [self.base / "models"]
+        self.input = Path(self.input or self.base / "input").resolve()
+        self.output = Path(self.output or self.base / "output").resolve()
+        self.temp = Path(self.temp or self.base / "temp").resolve()
+        self.user = Path(self.user or self.base / "user").resolve()
+
+    def model_dirs(self, kind: str) -> list[Path]:
+        if kind not in MODEL_FOLDERS:
+            raise KeyError(f"unknown model folder {kind!r}; known: {', '.join(MODEL_FOLDERS)}")
+        return [root / sub for root in self.models for sub in MODEL_FOLDERS[kind]]
+
+    def list_models(self, kind: str, extensions: frozenset[str] = MODEL_EXTENSIONS) -> list[str]:
+        """Model files of a folder, as '/'-separated names relative to it, sorted."""
+        names: set[str] = set()
+        for folder in self.model_dirs(kind):
+            if not folder.is_dir():
+                continue
+            for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for filename in filenames:
+                    if Path(filename).suffix.lower() in extensions:
+                        names.add((Path(dirpath) / filename).relative_to(folder).as_posix())
+        return sorted(names, key=str.lower)
+
+    def list_model_dirs(self, kind: str) -> list[str]:
+        """Sub-folders that themselves hold a model (e.g. a transformers depth model folder)."""
+        names: set[str] = set()
+        for folder in self.model_dirs(kind):
+            if folder.is_dir():
+                names.update(p.name for p in folder.iterdir() if p.is_dir() and (p / "config.json").exists())
+        return sorted(names)
+
+    def model_path(self, kind: str, name: str) -> Path:
+        """The file for a model name from `list_models`, or FileNotFoundError saying where to put it."""
+        for folder in self.model_dirs(kind):
+            # Model files may be symlinks to another disk: only the name itself must stay inside.
+            path = safe_join(folder, name, allow_links_out=True)
+            if path.exists():
+                return path
+        places = ", ".join(str(f) for f in self.model_dirs(kind))
+        raise FileNotFoundError(f"model '{name}' not found; put the file in one of: {places}")
+
+    def ensure(self) -> None:
+        for path in (self.input, self.output, self.temp, self.user, self.models[0]):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def safe_join(base: Path, relative: str, *, allow_links_out: bool = False) -> Path:
+    """`base / relative`, refusing anything that would land outside `base`: '..', absolute paths,
+    drive letters, NUL bytes, or (unless `allow_links_out`) symlinks that point away."""
+    if not isinstance(relative, str) or "\0" in relative:
+        raise UnsafePathError("invalid file name")
+    cleaned = relative.replace("\\", "/")
+    if cleaned.startswith("/") or (len(cleaned) > 1 and cleaned[1] == ":"):
+        raise UnsafePathError(f"absolute paths are not allowed: {relative!r}")
+    if any(part == ".." for part in cleaned.split("/")):
+        raise UnsafePathError(f"'..' is not allowed in {relative!r}")
+    base = Path(base).resolve()
+    if allow_links_out:
+        return base / cleaned
+    path = (base / cleaned).resolve()
+    if path != base and base not in path.parents:
+        raise UnsafePathError(f"{relative!r} leaves {base}")
+    return path
+
+
+_current: Folders | None = None
+
+
+def use(folders: Folders) -> Folders:
+    global _current
+    _current = folders
+    return folders
+
+
+def current() -> Folders:
+    """The active layout; by default rooted at $NODEGRAPH_HOME or the working directory."""
+    global _current
+    if _current is None:
+        _current = Folders(Path(os.environ.get("NODEGRAPH_HOME", ".")))
+    return _current
