@@ -1,0 +1,46 @@
+"""The node library. `register_nodes(registry)` adds every built-in node.
+
+Submodules are imported here, lazily, so `import nodes.sd...` in a test does not pay for all of
+them, and a machine without torch still gets a registry (without the SD nodes) and a clear log.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+
+log = logging.getLogger(__name__)
+
+# Modules that define NODE_CLASS_MAPPINGS (and optionally NODE_DISPLAY_NAME_MAPPINGS).
+NODE_MODULES = [
+    "nodes.primitives",
+    "nodes.loaders",
+    "nodes.conditioning",
+    "nodes.sampling",
+    "nodes.latent",
+    "nodes.image",
+    "nodes.preprocessors",
+]
+
+
+def register_nodes(registry) -> None:
+    for name in NODE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # not written yet
+                continue
+            if exc.name and exc.name.split(".")[0] in ("torch", "cv2", "transformers", "safetensors"):
+                log.warning("%s unavailable: %s is not installed", name, exc.name)
+                continue
+            raise
+        registry.register_all(module.NODE_CLASS_MAPPINGS, getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None),
+                              python_module="nodes")
+
+
+def prepare_default_models(folders) -> None:
+    """Make sure the embedded default checkpoint exists (see nodes.default_model)."""
+    try:
+        from .default_model import ensure_default_checkpoint
+    except ModuleNotFoundError:
+        return
+    ensure_default_checkpoint(folders)
