@@ -186,7 +186,7 @@ def _info_entry(spec: InputSpec) -> Any:
     if spec.section == "hidden":
         return spec.type
     kind: Any = list(spec.choices or ()) if spec.type == "COMBO" else spec.type
-    return [kind, dict(spec.options)] if spec.options else [kind]
+    return [kind, dict(spec.options)]
 
 
 # --------------------------------------------------------------------------------------------
