@@ -141,7 +141,6 @@ class ModelPatcher:
                 w += strength * adapter.delta(w.shape, device)
         return w.to(original.dtype)
 
-    @torch.no_grad()
     def patch_model(self, device: Device | None = None) -> nn.Module:
         """Write this clone's patched weights into the module on `device` (default: load_device); return the module.
 
@@ -150,7 +149,8 @@ class ModelPatcher:
         """
         device = torch.device(device) if device is not None else self.load_device
         state = self._state
-        with state.lock:
+        # Merged weights must be ordinary tensors even when a sampler calls this under inference_mode.
+        with state.lock, torch.inference_mode(False), torch.no_grad():
             token = (self.patches_uuid, device)
             if state.applied == token:
                 return self.model
@@ -170,10 +170,9 @@ class ModelPatcher:
             state.applied = token
             return self.model
 
-    @torch.no_grad()
     def unpatch_model(self, device_to: Device | None = None) -> nn.Module:
         """Restore every patched weight bit-for-bit (whichever clone patched it); optionally move the module."""
-        with self._state.lock:
+        with self._state.lock, torch.inference_mode(False), torch.no_grad():
             if self._state.in_use:
                 raise PatcherBusyError("cannot unpatch a model while it is in use")
             self._restore()
