@@ -278,7 +278,11 @@ def load_lora(state_dict: Mapping[str, torch.Tensor], unet_keys: Mapping[str, st
             result.unmatched.append(key)
             continue
         base, role = split
-        groups.setdefault(base, {})[role] = key
+        roles = groups.setdefault(base, {})
+        if role in roles:  # two formats for one layer (`.lora_up` and `.lora_B`): use the first, report the rest
+            result.unmatched.append(key)
+            continue
+        roles[role] = key
     for base, role_keys in groups.items():
         target = unet_keys.get(base)
         patches = result.unet_patches
@@ -357,10 +361,16 @@ def apply_lora(model: ModelPatcher | None, clip: Any | None, lora_sd: Mapping[st
     clip_ok = clip_patcher.fitting_keys(result.clip_patches) if clip_patcher is not None else set()
     misfits = sorted((set(result.unet_patches) - unet_ok) | (set(result.clip_patches) - clip_ok))
     report.matched_keys = len(result.matched)
-    report.unmatched = list(result.unmatched) + [f"{k} (shape mismatch)" for k in misfits]
+    report.unmatched = list(result.unmatched) + [f"{k} (does not fit the model's weight)" for k in misfits]
+    context_misfits = [k for k in misfits if k.endswith(("attn2.to_k.weight", "attn2.to_v.weight"))]
+    if context_misfits:
+        # Cross-attention sized for another text encoder (SD2: 1024 wide, SDXL: 2048): the rest would be noise.
+        raise LoraMatchError(f"LoRA '{name}' was trained for a model with a different text-encoder width "
+                             f"(SD2.x or SDXL: {context_misfits[0]} does not fit); pick a LoRA trained on SD1.x")
     if not unet_ok and not clip_ok:
         examples = ", ".join(list(lora_sd)[:3])
-        raise LoraMatchError(f"LoRA '{name}': none of its {len(lora_sd)} keys fit this SD1.x model "
+        unchecked = "" if clip_patcher is not None else " (text-encoder keys not checked: no CLIP given)"
+        raise LoraMatchError(f"LoRA '{name}': none of its {len(lora_sd)} keys fit this SD1.x model{unchecked} "
                              f"(e.g. {examples}); is it a LoRA for another architecture (SDXL, SD2, Flux)?")
 
     new_model, new_clip = model, clip

@@ -107,7 +107,7 @@ class ModelPatcher:
             if w is None:
                 continue
             if adapter.delta_numel() != w.numel():
-                log.warning("patch for %s does not fit: ΔW has %d values, the weight %s", key,
+                log.debug("patch for %s does not fit: ΔW has %d values, the weight %s", key,
                             adapter.delta_numel(), tuple(w.shape))
                 continue
             fit.add(key)
@@ -138,7 +138,10 @@ class ModelPatcher:
         w = original.to(device=device, dtype=torch.float32, copy=True)
         for strength, adapter in self.patches.get(key, ()):
             if strength != 0:
-                w += strength * adapter.delta(w.shape, device)
+                try:
+                    w += strength * adapter.delta(w.shape, device)
+                except (ValueError, RuntimeError) as e:
+                    raise ValueError(f"cannot patch {key}: {e}") from e
         return w.to(original.dtype)
 
     def patch_model(self, device: Device | None = None) -> nn.Module:

@@ -166,6 +166,13 @@ def test_lora_for_another_architecture_is_an_error_naming_the_file(unet, clip):
     with pytest.raises(LoraMatchError, match="sd2.safetensors"):
         apply_lora(unet, clip, sd2, 1.0, 1.0, name="sd2.safetensors")
 
+    # A UNet-only SDXL LoRA in LDM names: most layers fit by name and size, cross-attention does not.
+    q, k = (f"lora_unet_input_blocks_1_1_transformer_blocks_0_{m}" for m in ("attn1_to_q", "attn2_to_k"))
+    xl = {q + ".lora_up.weight": torch.randn(32, 2), q + ".lora_down.weight": torch.randn(2, 32),
+          k + ".lora_up.weight": torch.randn(32, 2), k + ".lora_down.weight": torch.randn(2, 2048)}
+    with pytest.raises(LoraMatchError, match=r"unet_only_xl\.safetensors.*text-encoder width"):
+        apply_lora(unet, clip, xl, 1.0, 1.0, name="unet_only_xl.safetensors")
+
 
 def test_partial_match_warns_with_examples(unet, caplog):
     q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
@@ -178,3 +185,11 @@ def test_partial_match_warns_with_examples(unet, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("half.safetensors" in w and "down_blocks_9_nonsense" in w for w in warnings)
     assert any("2 of 4 keys matched" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
+
+
+def test_a_layer_stored_twice_uses_the_first_and_reports_the_second(unet):
+    q = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    up, down = lora_pair(32, (32,))
+    sd = {q + ".lora_B.weight": up, q + ".lora_A.weight": down, q + ".lora.up.weight": up}
+    _, _, report = apply_lora(unet, None, sd, 1.0, 1.0, name="twice")
+    assert report.unet_patched == 1 and report.unmatched == [q + ".lora.up.weight"]
