@@ -1,0 +1,189 @@
+"""The worker: one thread that takes prompts from the queue by priority and runs them, one at a
+time, on the executor, forwarding the executor's events to a listener (the websocket hub).
+
+Per prompt: `execution_start` ... `execution_success|error|interrupted`, then the history entry
+is stored, then the queue `status`, then `executing {node: null}` — ComfyUI's order, so a client
+that sees "done" can read the history right away.
+"""
+from __future__ import annotations
+
+import collections
+import gc
+import logging
+import sys
+import threading
+import time
+from typing import Any, Protocol
+
+from ..errors import NodegraphError, ValidationError
+from ..executor import Executor, RunResult
+from ..progress import CancellationToken
+from ..registry import NodeRegistry
+from ..validation import validate_prompt
+from .queue import PromptQueue, QueueItem, history_entry
+
+log = logging.getLogger(__name__)
+
+
+class Listener(Protocol):
+    def publish(self, event: str, data: dict[str, Any], client_id: str | None) -> None: ...
+
+    def preview(self, image: Any, data: dict[str, Any], client_id: str | None) -> None: ...
+
+
+class _NullListener:
+    def publish(self, event: str, data: dict[str, Any], client_id: str | None) -> None:
+        pass
+
+    def preview(self, image: Any, data: dict[str, Any], client_id: str | None) -> None:
+        pass
+
+
+class Worker:
+    def __init__(self, queue: PromptQueue, registry: NodeRegistry, executor: Executor,
+                 listener: Listener | None = None):
+        self.queue, self.registry, self.executor = queue, registry, executor
+        self.listener: Listener = listener or _NullListener()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._current: tuple[QueueItem, CancellationToken] | None = None
+        self._free = {"unload_models": False, "free_memory": False}
+        # (seconds in the worker beyond execution, execution seconds) of recent prompts
+        self.timings: collections.deque[tuple[float, float]] = collections.deque(maxlen=5000)
+        self.completed = 0
+
+    # -- control (any thread) -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="nodegraph-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.interrupt()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def interrupt(self, prompt_id: str | None = None) -> bool:
+        """Cancel the running prompt (only if it is `prompt_id`, when given). True if one was."""
+        with self._lock:
+            current = self._current
+        if current is None or (prompt_id is not None and current[0].prompt_id != prompt_id):
+            return False
+        current[1].cancel()
+        return True
+
+    def request_free(self, *, unload_models: bool = False, free_memory: bool = False) -> None:
+        """ComfyUI's `/free`: applied after the running prompt (right away when idle)."""
+        with self._lock:
+            self._free["unload_models"] |= unload_models
+            self._free["free_memory"] |= free_memory
+            idle = self._current is None
+        if idle:
+            self._apply_free()
+
+    @property
+    def current(self) -> QueueItem | None:
+        current = self._current
+        return current[0] if current else None
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            item = self.queue.get(timeout=0.5)
+            if item is None:
+                continue
+            try:
+                self._run(item)
+            except Exception:  # never let one prompt kill the worker
+                log.exception("prompt %s: unexpected failure in the worker", item.prompt_id)
+                self._record_failure(item, "internal error in the worker; see the server log")
+            finally:
+                with self._lock:
+                    self._current = None
+            self._apply_free()
+
+    def _run(self, item: QueueItem) -> None:
+        started = time.perf_counter()
+        token = CancellationToken()
+        with self._lock:
+            self._current = (item, token)
+        client_id = item.client_id
+        try:
+            validated = item.validated or validate_prompt(item.prompt, self.registry, targets=item.outputs)
+        except (ValidationError, NodegraphError) as exc:
+            # Queued before a restart and no longer valid (a model file was removed, a node pack is gone).
+            self._record_failure(item, f"the prompt is no longer valid: {exc}", "ValidationError")
+            return
+        item.validated = None  # the queue item outlives the run only as data
+        held: list[dict[str, Any]] = []
+        states: dict[str, dict[str, Any]] = {}
+
+        def sink(event: str, data: dict[str, Any]) -> None:
+            if event == "preview":
+                self.listener.preview(data.pop("image"), data, client_id)
+                return
+            if event == "executing":
+                if data.get("node") is None:
+                    held.append(data)  # sent after the history is stored
+                    return
+                for state in states.values():
+                    if state["state"] == "running":
+                        state["state"] = "finished"
+                states[data["node"]] = _node_state(item.prompt_id, data["node"])
+                self.listener.publish(event, data, client_id)
+                self.listener.publish("progress_state", {"prompt_id": item.prompt_id, "nodes": dict(states)},
+                                      client_id)
+                return
+            if event == "progress" and data.get("node") in states:
+                states[data["node"]].update(value=data["value"], max=data["max"])
+            self.listener.publish(event, data, client_id)
+
+        extra = {**item.extra_data, **item.secrets}
+        result = self.executor.execute(validated, prompt_id=item.prompt_id, extra_data=extra, sink=sink,
+                                       token=token)
+        if states:
+            for state in states.values():
+                state["state"] = "finished" if result.ok else ("error" if state["state"] == "running" else state["state"])
+            self.listener.publish("progress_state", {"prompt_id": item.prompt_id, "nodes": states}, client_id)
+        self.queue.finish(item, history_entry(item, result.status, result.outputs, result.messages))
+        for data in held:
+            self.listener.publish("executing", data, client_id)
+        self.completed += 1
+        self.timings.append((time.perf_counter() - started - result.seconds, result.seconds))
+        log.info("prompt %s: %s in %.2fs (%d nodes run, %d cached)", item.prompt_id, result.status,
+                 result.seconds, len(result.executed), len(result.cached))
+
+    def _record_failure(self, item: QueueItem, message: str, exception_type: str = "InternalError") -> None:
+        now = int(time.time() * 1000)
+        client_id = item.client_id
+        start = {"prompt_id": item.prompt_id, "timestamp": now}
+        error = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
+                 "exception_message": message, "exception_type": exception_type, "traceback": [],
+                 "current_inputs": {}, "current_outputs": [], "timestamp": now}
+        self.listener.publish("execution_start", start, client_id)
+        self.listener.publish("execution_error", error, client_id)
+        result = RunResult(item.prompt_id, "error", messages=[("execution_start", start), ("execution_error", error)])
+        if self.queue.is_queued(item.prompt_id):
+            self.queue.finish(item, history_entry(item, "error", {}, result.messages))
+        self.listener.publish("executing", {"node": None, "display_node": None, "prompt_id": item.prompt_id},
+                              client_id)
+
+    def _apply_free(self) -> None:
+        with self._lock:
+            flags, self._free = self._free, {"unload_models": False, "free_memory": False}
+        if flags["free_memory"]:
+            self.executor.reset()
+            log.info("freed memory: caches cleared")
+        if flags["unload_models"] or flags["free_memory"]:
+            unload = getattr(sys.modules.get("nodes"), "unload_models", None)
+            if callable(unload):
+                unload()
+            gc.collect()
+
+
+def _node_state(prompt_id: str, node_id: str) -> dict[str, Any]:
+    return {"value": 0, "max": 1, "state": "running", "node_id": node_id, "prompt_id": prompt_id,
+            "display_node_id": node_id, "parent_node_id": None, "real_node_id": node_id}
