@@ -110,11 +110,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
 # -- shared set-up --------------------------------------------------------------------------
 
-def _setup(args: argparse.Namespace) -> tuple[folder_paths.Folders, NodeRegistry]:
+def _setup(args: argparse.Namespace, *, prepare_models: bool = False) -> tuple[folder_paths.Folders, NodeRegistry]:
     base = args.base_dir or Path(folder_paths.current().base)
     layout = folder_paths.use(folder_paths.Folders(base, models=args.models_dir, input=args.input_dir,
                                                    output=args.output_dir))
     registry = default_registry(custom_nodes=args.custom_nodes or (layout.base / "custom_nodes"))
+    library = sys.modules.get("nodes")
+    if prepare_models and hasattr(library, "prepare_default_models"):
+        library.prepare_default_models(layout)  # the embedded default checkpoint the examples use
     return layout, registry
 
 
@@ -166,10 +169,7 @@ def _find_node(prompt: Prompt, ref: str) -> str:
 # -- commands -------------------------------------------------------------------------------
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    layout, registry = _setup(args)
-    library = sys.modules.get("nodes")
-    if library is not None and hasattr(library, "prepare_default_models"):
-        library.prepare_default_models(layout)
+    layout, registry = _setup(args, prepare_models=True)
     prompt, extra = _load(args, registry)
     apply_overrides(prompt, args.overrides)
     validated = validate_prompt(prompt, registry, targets=args.target)
@@ -212,7 +212,7 @@ def output_files(result: RunResult, layout: folder_paths.Folders) -> list[Path]:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    _, registry = _setup(args)
+    _, registry = _setup(args, prepare_models=True)
     prompt, _ = _load(args, registry)
     try:
         validated = validate_prompt(prompt, registry)
@@ -260,7 +260,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from .server.app import serve
     except ImportError as exc:
         raise UsageError(f"the server is not available: {exc}") from None
-    layout, registry = _setup(args)
+    layout, registry = _setup(args, prepare_models=True)
     return serve(args, layout, registry, OutputCache(_cache_budget(args)))
 
 

@@ -1,0 +1,117 @@
+"""KSampler and KSamplerAdvanced: denoise a latent with a model and positive/negative conditioning.
+
+The pipeline itself (noise, sigmas, CFG, samplers) lives in nodes.sd.sampling; these nodes put the
+model on its device with its patches applied, report progress every step and poll for cancellation."""
+from __future__ import annotations
+
+import torch
+
+from nodegraph import Combo, Float, Input, Int, Node, Output, ProgressBar, check_cancelled
+
+from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
+from .sd.sampling.ksampler import sample
+from .sd.sampling.model_sampling import ModelSamplingEPS, process_latent_in
+from .sd.previews import latent_to_preview
+
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+MODEL_SAMPLING = ModelSamplingEPS()  # SD1.x: the discrete eps schedule; stateless, shared
+
+
+def run_sampler(model, latent: dict, *, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+                positive: list, negative: list, denoise: float = 1.0, disable_noise: bool = False,
+                start_step: int | None = None, last_step: int | None = None,
+                force_full_denoise: bool = False) -> dict:
+    samples = latent["samples"]
+    if samples.ndim != 4 or samples.shape[1] != model.model.config.out_channels:
+        raise ValueError(f"input 'latent_image': this model takes latents with {model.model.config.out_channels} "
+                         f"channels [B, {model.model.config.out_channels}, h, w], got shape {tuple(samples.shape)}")
+    bar = ProgressBar(steps)
+
+    def on_step(step, x0, x, total):
+        bar.update_absolute(step + 1, total, latent_to_preview(x0))
+
+    with torch.inference_mode(), model.applied() as unet:
+        dtype = model.model_dtype()
+        device = model.load_device
+        concat = inpaint_concat(unet.config.in_channels, samples, latent.get("noise_mask"))
+
+        def model_fn(x, timesteps, context, control=None):
+            if concat is not None:  # an inpainting UNet also sees the mask and the masked image
+                extra = concat.to(x.device, x.dtype)
+                x = torch.cat([x, extra.repeat(x.shape[0] // extra.shape[0], 1, 1, 1)], dim=1)
+            return unet(x.to(dtype), timesteps.to(device), context.to(device, dtype), control=control).float()
+
+        out = sample(model_fn, MODEL_SAMPLING, samples.to(device), seed=seed, steps=steps, cfg=cfg,
+                     sampler_name=sampler_name, scheduler=scheduler, positive=positive, negative=negative,
+                     denoise=denoise, noise_mask=latent.get("noise_mask"), disable_noise=disable_noise,
+                     start_step=start_step, last_step=last_step, force_full_denoise=force_full_denoise,
+                     batch_index=latent.get("batch_index"), callback=on_step, cancel=check_cancelled)
+    return {**latent, "samples": out.cpu()}
+
+
+def inpaint_concat(in_channels: int, samples: torch.Tensor, noise_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """For a 9-channel inpainting UNet: [mask (1 = repaint), masked-image latent (scaled)] per item,
+    as ComfyUI builds it; without a noise mask the whole image is repainted. None for 4-channel UNets."""
+    extra = in_channels - samples.shape[1]
+    if extra == 0:
+        return None
+    if extra != 5:
+        raise ValueError(f"this UNet takes {in_channels} input channels; only 4 (normal) or 9 (inpainting) are supported")
+    if noise_mask is None:
+        mask = torch.ones_like(samples[:, :1])
+    else:
+        mask = torch.nn.functional.interpolate(noise_mask.reshape(-1, 1, *noise_mask.shape[-2:]).float(),
+                                               size=samples.shape[-2:], mode="bilinear").round()
+        mask = mask.repeat(samples.shape[0] // mask.shape[0] or 1, 1, 1, 1)[: samples.shape[0]]
+    return torch.cat([mask, process_latent_in(samples.float())], dim=1)
+
+
+class KSampler(Node):
+    """Uses the provided model, positive and negative conditioning to denoise the latent image."""
+    category = "sampling"
+    inputs = (
+        Input("model", "MODEL", tooltip="The model used for denoising the input latent."),
+        Int("seed", 0, min=0, max=SEED_MAX, control_after_generate=True,
+            tooltip="The random seed used for creating the noise."),
+        Int("steps", 20, min=1, max=10000, tooltip="The number of steps used in the denoising process."),
+        Float("cfg", 8.0, min=0.0, max=100.0, step=0.1, round=0.01,
+              tooltip="Classifier-free guidance: how closely to follow the prompt."),
+        Combo("sampler_name", SAMPLER_NAMES, tooltip="The sampling algorithm."),
+        Combo("scheduler", SCHEDULER_NAMES, tooltip="How noise is removed over the steps."),
+        Input("positive", "CONDITIONING", tooltip="What to include in the image."),
+        Input("negative", "CONDITIONING", tooltip="What to exclude from the image."),
+        Input("latent_image", "LATENT", tooltip="The latent image to denoise."),
+        Float("denoise", 1.0, min=0.0, max=1.0, step=0.01,
+              tooltip="How much of the latent is replaced: lower values keep more of the input (img2img)."),
+    )
+    outputs = (Output("LATENT", tooltip="The denoised latent."),)
+
+    def run(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0):
+        return (run_sampler(model, latent_image, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
+                            scheduler=scheduler, positive=positive, negative=negative, denoise=denoise),)
+
+
+class KSamplerAdvanced(Node):
+    """KSampler with control over noise and the range of steps (for multi-pass sampling)."""
+    display_name = "KSampler (Advanced)"
+    category = "sampling"
+    inputs = (
+        Input("model", "MODEL"), Combo("add_noise", ["enable", "disable"]),
+        Int("noise_seed", 0, min=0, max=SEED_MAX, control_after_generate=True),
+        Int("steps", 20, min=1, max=10000), Float("cfg", 8.0, min=0.0, max=100.0, step=0.1, round=0.01),
+        Combo("sampler_name", SAMPLER_NAMES), Combo("scheduler", SCHEDULER_NAMES),
+        Input("positive", "CONDITIONING"), Input("negative", "CONDITIONING"), Input("latent_image", "LATENT"),
+        Int("start_at_step", 0, min=0, max=10000), Int("end_at_step", 10000, min=0, max=10000),
+        Combo("return_with_leftover_noise", ["disable", "enable"]),
+    )
+    outputs = (Output("LATENT"),)
+
+    def run(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
+            latent_image, start_at_step, end_at_step, return_with_leftover_noise):
+        return (run_sampler(model, latent_image, seed=noise_seed, steps=steps, cfg=cfg, sampler_name=sampler_name,
+                            scheduler=scheduler, positive=positive, negative=negative, denoise=1.0,
+                            disable_noise=add_noise == "disable", start_step=start_at_step, last_step=end_at_step,
+                            force_full_denoise=return_with_leftover_noise != "enable"),)
+
+
+NODE_CLASS_MAPPINGS = {"KSampler": KSampler, "KSamplerAdvanced": KSamplerAdvanced}

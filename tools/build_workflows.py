@@ -1,0 +1,127 @@
+"""Writes the example workflows in workflows/ in ComfyUI's UI format (LiteGraph JSON, version 0.4).
+
+Run `python tools/build_workflows.py` after changing a node's inputs; the JSON files are committed.
+Widget values are positional, in the order of the node's widget inputs, with the seed's
+"control after generate" value after the seed — exactly as ComfyUI's editor saves them.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nodegraph.registry import NodeRegistry  # noqa: E402
+
+import nodes  # noqa: E402
+from nodes.default_model import DEFAULT_CHECKPOINT  # noqa: E402
+
+REGISTRY = NodeRegistry()
+nodes.register_nodes(REGISTRY)
+
+
+class Workflow:
+    def __init__(self):
+        self.nodes: list[dict] = []
+        self.links: list[list] = []
+
+    def add(self, type_: str, pos, widgets=None, title=None, size=None, **links):
+        """links: input name -> (node dict, output slot)."""
+        definition = REGISTRY.get(type_)
+        specs = definition.specs()
+        node = {"id": len(self.nodes) + 1, "type": type_, "pos": list(pos), "size": list(size or [315, 100]),
+                "flags": {}, "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": [],
+                "properties": {"Node name for S&R": type_}, "widgets_values": list(widgets or [])}
+        if title:
+            node["title"] = title
+        for spec in specs.declared():
+            if not spec.is_widget:
+                node["inputs"].append({"name": spec.name, "type": spec.type, "link": None})
+        for slot, (kind, name) in enumerate(zip(definition.return_types, definition.return_names)):
+            node["outputs"].append({"name": name, "type": kind, "links": [], "slot_index": slot})
+        self.nodes.append(node)
+        for name, (source, slot) in links.items():
+            self.link(source, slot, node, name)
+        return node
+
+    def link(self, source, slot, target, input_name):
+        link_id = len(self.links) + 1
+        kind = source["outputs"][slot]["type"]
+        target_slot = next(i for i, s in enumerate(target["inputs"]) if s["name"] == input_name)
+        target["inputs"][target_slot]["link"] = link_id
+        source["outputs"][slot]["links"].append(link_id)
+        self.links.append([link_id, source["id"], slot, target["id"], target_slot, kind])
+
+    def to_json(self) -> dict:
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+                "links": self.links, "groups": [], "config": {}, "extra": {"ds": {"scale": 1, "offset": [0, 0]}},
+                "version": 0.4}
+
+
+def sd_base(w: Workflow, positive: str, negative: str = "blurry, low quality"):
+    ckpt = w.add("CheckpointLoaderSimple", (30, 200), [DEFAULT_CHECKPOINT], size=[315, 98])
+    pos = w.add("CLIPTextEncode", (400, 100), [positive], title="Positive prompt", clip=(ckpt, 1))
+    neg = w.add("CLIPTextEncode", (400, 350), [negative], title="Negative prompt", clip=(ckpt, 1))
+    return ckpt, pos, neg
+
+
+def txt2img() -> dict:
+    w = Workflow()
+    ckpt, pos, neg = sd_base(w, "a red circle on a white background")
+    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
+    sampler = w.add("KSampler", (850, 200), [42, "fixed", 20, 8.0, "euler", "normal", 1.0], size=[315, 262],
+                    model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1450, 200), ["nodegraph"], images=(image, 0))
+    return w.to_json()
+
+
+def img2img() -> dict:
+    w = Workflow()
+    ckpt, pos, neg = sd_base(w, "a blue square on a white background")
+    load = w.add("LoadImage", (30, 600), ["example.png", "image"])
+    encoded = w.add("VAEEncode", (400, 600), pixels=(load, 0), vae=(ckpt, 2))
+    sampler = w.add("KSampler", (850, 200), [7, "fixed", 20, 8.0, "dpmpp_2m", "karras", 0.6],
+                    model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(encoded, 0))
+    image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1450, 200), ["img2img"], images=(image, 0))
+    return w.to_json()
+
+
+def inpaint() -> dict:
+    w = Workflow()
+    ckpt, pos, neg = sd_base(w, "a green triangle")
+    load = w.add("LoadImage", (30, 600), ["example.png", "image"])
+    encoded = w.add("VAEEncode", (400, 600), pixels=(load, 0), vae=(ckpt, 2))
+    masked = w.add("SetLatentNoiseMask", (650, 600), samples=(encoded, 0), mask=(load, 1))
+    sampler = w.add("KSampler", (850, 200), [3, "fixed", 20, 8.0, "euler_ancestral", "normal", 1.0],
+                    model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(masked, 0))
+    image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1450, 200), ["inpaint"], images=(image, 0))
+    return w.to_json()
+
+
+def hires_fix() -> dict:
+    w = Workflow()
+    ckpt, pos, neg = sd_base(w, "a yellow star on a black background")
+    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
+    first = w.add("KSampler", (850, 100), [11, "fixed", 12, 8.0, "euler", "normal", 1.0], title="First pass",
+                  model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
+    bigger = w.add("LatentUpscaleBy", (850, 450), ["nearest-exact", 1.5], samples=(first, 0))
+    second = w.add("KSampler", (1200, 100), [11, "fixed", 12, 8.0, "dpmpp_2m", "karras", 0.5], title="Hires pass",
+                   model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(bigger, 0))
+    image = w.add("VAEDecode", (1550, 100), vae=(ckpt, 2), samples=(second, 0))
+    w.add("SaveImage", (1800, 100), ["hires"], images=(image, 0))
+    return w.to_json()
+
+
+WORKFLOWS = {"txt2img.json": txt2img, "img2img.json": img2img, "inpaint.json": inpaint, "hires_fix.json": hires_fix}
+
+if __name__ == "__main__":
+    out = ROOT / "workflows"
+    out.mkdir(exist_ok=True)
+    for name, build in WORKFLOWS.items():
+        (out / name).write_text(json.dumps(build(), indent=1) + "\n")
+        print("wrote", out / name)
