@@ -1,0 +1,18 @@
+"""Sampling for SD1.x: the EPS noise schedule, sigma schedules, k-diffusion-style samplers,
+classifier-free guidance over CONDITIONING lists, and the KSampler pipeline that ties them together.
+
+Numerics follow ComfyUI (see docs/sampling.md) so that the same seed gives the same image.
+"""
+from .model_sampling import SD1_LATENT_SCALE, ModelSamplingEPS, process_latent_in, process_latent_out
+from .schedulers import SCHEDULERS, SCHEDULER_NAMES, calculate_sigmas, slice_for_advanced
+from .samplers import SAMPLERS, SAMPLER_NAMES
+from .cfg import CFGDenoiser, ControlProvider, InpaintDenoiser
+from .ksampler import prepare_noise, sample
+
+__all__ = [
+    "SD1_LATENT_SCALE", "ModelSamplingEPS", "process_latent_in", "process_latent_out",
+    "SCHEDULERS", "SCHEDULER_NAMES", "calculate_sigmas", "slice_for_advanced",
+    "SAMPLERS", "SAMPLER_NAMES",
+    "CFGDenoiser", "ControlProvider", "InpaintDenoiser",
+    "prepare_noise", "sample",
+]

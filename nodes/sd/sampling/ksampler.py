@@ -1,0 +1,103 @@
+"""The KSampler pipeline (ComfyUI's common_ksampler -> sample -> CFGGuider -> KSAMPLER), for an EPS
+SD1.x UNet: seed -> noise, sigmas, latent scale, initial noising, sampler, scale back."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cfg import CFGDenoiser, InpaintDenoiser
+from .model_sampling import ModelSamplingEPS, process_latent_in, process_latent_out
+from .samplers import SAMPLERS
+from .schedulers import calculate_sigmas, slice_for_advanced
+
+# Samplers that blend the kept region of an inpaint with fresh noise (seed + 1) instead of the
+# initial noise: ComfyUI registers "ddim" as euler with inpaint_options={"random": True}.
+RANDOM_INPAINT_NOISE_SAMPLERS = frozenset({"ddim"})
+
+
+def prepare_noise(latent: torch.Tensor, seed: int, batch_index: list[int] | None = None) -> torch.Tensor:
+    """N(0, 1) noise shaped like the latent from a CPU generator seeded with `seed`.
+
+    With batch_index, noise is drawn one item at a time for indices 0..max(batch_index) and the
+    listed ones are picked, so item i of a batch equals the noise of a lone generation at index i."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    if batch_index is None:
+        return torch.randn(latent.size(), dtype=latent.dtype, layout=latent.layout, generator=generator, device="cpu")
+    unique, inverse = np.unique(batch_index, return_inverse=True)
+    kept = []
+    for i in range(int(unique[-1]) + 1):
+        noise = torch.randn([1] + list(latent.shape[1:]), dtype=latent.dtype, layout=latent.layout,
+                            generator=generator, device="cpu")
+        if i in unique:
+            kept.append(noise)
+    return torch.cat([kept[i] for i in np.asarray(inverse).reshape(-1)], dim=0)
+
+
+def prepare_mask(noise_mask: torch.Tensor, shape: torch.Size, device) -> torch.Tensor:
+    """A [B?, 1?, h, w] mask resized bilinearly to the latent and repeated over channels and batch."""
+    mask = noise_mask.reshape((-1, 1, noise_mask.shape[-2], noise_mask.shape[-1]))
+    mask = F.interpolate(mask, size=tuple(shape[2:]), mode="bilinear")
+    if mask.shape[1] < shape[1]:
+        mask = mask.repeat((1, shape[1], 1, 1))[:, :shape[1]]
+    if mask.shape[0] < shape[0]:
+        mask = mask.repeat([math.ceil(shape[0] / mask.shape[0]), 1, 1, 1])[:shape[0]]
+    return mask.to(device)
+
+
+def is_max_denoise(model_sampling: ModelSamplingEPS, sigmas: torch.Tensor) -> bool:
+    """True when sampling starts from pure noise (first sigma at or above the schedule's sigma_max)."""
+    sigma_max, first = float(model_sampling.sigma_max), float(sigmas[0])
+    return math.isclose(sigma_max, first, rel_tol=1e-05) or first > sigma_max
+
+
+def sample(model_fn, model_sampling: ModelSamplingEPS, latent: torch.Tensor, *, seed: int, steps: int,
+           cfg: float, sampler_name: str, scheduler: str, positive: list, negative: list,
+           denoise: float = 1.0, noise_mask: torch.Tensor | None = None, disable_noise: bool = False,
+           start_step: int | None = None, last_step: int | None = None, force_full_denoise: bool = False,
+           batch_index: list[int] | None = None, callback: Callable | None = None,
+           cancel: Callable[[], None] | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """KSampler / KSamplerAdvanced on an unscaled LATENT tensor; returns the unscaled result.
+
+    callback(step, denoised_x0, x, total_steps) runs once per step (for progress and previews)."""
+    if sampler_name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler_name!r}; expected one of {sorted(SAMPLERS)}")
+    if disable_noise:
+        noise = torch.zeros(latent.size(), dtype=latent.dtype, layout=latent.layout, device="cpu")
+    else:
+        noise = prepare_noise(latent, seed, batch_index)
+
+    sigmas = calculate_sigmas(model_sampling, scheduler, steps, denoise=denoise, sampler_name=sampler_name)
+    sigmas = slice_for_advanced(sigmas, start_step, last_step, force_full_denoise)
+    if sigmas is None or len(sigmas) == 0:
+        return latent
+    device = latent.device
+    sigmas, noise = sigmas.to(device), noise.to(device)
+
+    # an all-zero latent (EmptyLatentImage) is left unscaled; ComfyUI skips it the same way
+    latent_in = process_latent_in(latent) if torch.count_nonzero(latent) > 0 else latent
+    cfg_denoiser = CFGDenoiser(model_fn, model_sampling, positive, negative, cfg, dtype=dtype)
+    denoiser = cfg_denoiser
+    if noise_mask is not None:
+        inpaint_noise = noise
+        if sampler_name in RANDOM_INPAINT_NOISE_SAMPLERS:
+            generator = torch.Generator("cpu").manual_seed((seed + 1) % 2 ** 64)
+            inpaint_noise = torch.randn(noise.shape, generator=generator, device="cpu").to(noise.dtype).to(device)
+        denoiser = InpaintDenoiser(cfg_denoiser, model_sampling, latent_in, inpaint_noise,
+                                   prepare_mask(noise_mask, noise.shape, device))
+
+    x = model_sampling.noise_scaling(sigmas[0], noise, latent_in, is_max_denoise(model_sampling, sigmas))
+    total_steps = len(sigmas) - 1
+    step_callback = None
+    if callback is not None:
+        def step_callback(info):
+            callback(info["i"], info["denoised"], info["x"], total_steps)
+    try:
+        samples = SAMPLERS[sampler_name](denoiser, x, sigmas, seed=seed, callback=step_callback, cancel=cancel)
+    finally:
+        cfg_denoiser.cleanup()
+    samples = model_sampling.inverse_noise_scaling(sigmas[-1], samples)
+    return process_latent_out(samples.to(torch.float32))

@@ -1,0 +1,59 @@
+"""Noise for the stochastic samplers, seeded the way ComfyUI seeds it.
+
+A noise sampler is a callable (sigma, sigma_next) -> tensor shaped like x: the unit-variance
+noise to inject when stepping from sigma to sigma_next."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torchsde
+
+NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def default_noise_sampler(x: torch.Tensor, seed: int | None) -> NoiseSampler:
+    """Fresh N(0, 1) draws from one generator on x's device, seeded once with `seed`.
+
+    On CPU the seed is offset by one: the initial noise (prepare_noise) comes from a CPU generator
+    with the same seed, so without the offset the first ancestral draw would repeat the initial noise
+    (ComfyUI issue #9819, fixed the same way in ComfyUI PR #11528; ComfyUI 0.3.64 still had the bug).
+    On CUDA the device generator's stream differs from the CPU one and the seed is used as is."""
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=x.device)
+        generator.manual_seed((seed + 1) % 2 ** 64 if x.device.type == "cpu" else seed)
+    return lambda sigma, sigma_next: torch.randn(x.size(), dtype=x.dtype, layout=x.layout,
+                                                 device=x.device, generator=generator)
+
+
+class BrownianTreeNoiseSampler:
+    """Brownian-motion increments W(sigma_next) - W(sigma), normalised to unit variance.
+
+    One torchsde.BrownianTree over [sigma_min, sigma_max] (the non-zero sigmas of the schedule),
+    kept on the CPU, shaped like the whole batch x and seeded with `seed` (`entropy=seed`), as
+    k-diffusion's BatchedBrownianTree does when handed a single integer seed (ComfyUI passes one).
+    Querying the same interval always gives the same increment, so the SDE samplers see noise that
+    is consistent across step sizes."""
+
+    def __init__(self, x: torch.Tensor, sigma_min, sigma_max, seed: int | None = None):
+        t0, t1 = torch.as_tensor(sigma_min), torch.as_tensor(sigma_max)
+        self.sign = 1 if t0 < t1 else -1
+        t0, t1 = min(t0, t1), max(t0, t1)
+        if seed is None:
+            seed = torch.randint(0, 2 ** 63 - 1, ()).item()
+        w0 = torch.zeros_like(x).detach().cpu()
+        self.tree = torchsde.BrownianTree(t0.detach().cpu(), w0, t1.detach().cpu(), entropy=seed)
+
+    def __call__(self, sigma, sigma_next) -> torch.Tensor:
+        sigma, sigma_next = torch.as_tensor(sigma), torch.as_tensor(sigma_next)
+        device, dtype = sigma.device, sigma.dtype
+        lo, hi, sign = (sigma, sigma_next, 1) if sigma < sigma_next else (sigma_next, sigma, -1)
+        w = self.tree(lo.detach().cpu().float(), hi.detach().cpu().float())
+        w = w.to(device=device, dtype=dtype) * (self.sign * sign)
+        return w / (sigma_next - sigma).abs().sqrt()
+
+
+def brownian_noise_sampler(x: torch.Tensor, sigmas: torch.Tensor, seed: int | None) -> NoiseSampler:
+    """The tree the SDE samplers build: spanning the schedule's smallest non-zero and largest sigma."""
+    return BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed)

@@ -1,0 +1,298 @@
+"""Every sampler against an independent reference on a toy problem whose denoiser is exact.
+
+Toy data: each latent element is Gaussian with its own mean mu and variance v, so the ideal denoiser
+is D(x, sigma) = mu + v / (v + sigma^2) * (x - mu). Both sides run in float64 on the same float32
+sigmas; the reference is a diffusers scheduler driven step by step (its own karras sigmas), or a
+hand-written loop where diffusers has no scheduler with the same update. Tolerance: |diff| <= 1e-5
+(values are O(1)..O(15)); stochastic samplers get identical noise on both sides."""
+import math
+
+import pytest
+import torch
+
+from nodes.sd.sampling.model_sampling import ModelSamplingEPS
+from nodes.sd.sampling.noise import BrownianTreeNoiseSampler, default_noise_sampler
+from nodes.sd.sampling.samplers import SAMPLER_NAMES, SAMPLERS
+from nodes.sd.sampling.schedulers import SCHEDULERS
+
+TOL = 1e-5
+SHAPE = (2, 4, 6, 6)
+gen = torch.Generator().manual_seed(0)
+MU = torch.randn(SHAPE, generator=gen, dtype=torch.float64)
+VAR = torch.rand(SHAPE, generator=gen, dtype=torch.float64) * 0.8 + 0.2
+TRAIN = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+def toy_denoiser(x, sigma):
+    s2 = sigma.to(x.dtype).view(-1, 1, 1, 1) ** 2
+    return MU + VAR / (VAR + s2) * (x - MU)
+
+
+def eps_at(x, sigma):
+    """The EPS a perfect UNet would predict at k-diffusion x and scalar sigma."""
+    return (x - toy_denoiser(x, sigma.reshape(1).expand(x.shape[0]))) / sigma
+
+
+def start(sigmas, seed=1):
+    return torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * sigmas[0].double()
+
+
+def run(name, sigmas, x, **options):
+    return SAMPLERS[name](toy_denoiser, x, sigmas, seed=0, **options)
+
+
+def drive_k(scheduler, x, sigma_of, **step_kw):
+    """Run a k-space diffusers scheduler (sample = x0 + sigma * eps) with the toy EPS model."""
+    sample = x.clone()
+    for t in scheduler.timesteps:
+        scheduler.scale_model_input(sample, t)          # sets step_index and the stage
+        sigma = sigma_of(scheduler).double()
+        sample = scheduler.step(eps_at(sample, sigma), t, sample, **step_kw).prev_sample
+    return sample
+
+
+def drive_vp(scheduler, x, **step_kw):
+    """Run a VP-space diffusers scheduler (sample = alpha * x_k). Returns the final VP sample."""
+    sample = x / torch.sqrt(1 + scheduler.sigmas[0].double() ** 2)
+    for t in scheduler.timesteps:
+        sigma = scheduler.sigmas[scheduler.step_index or 0].double()
+        x_k = sample * torch.sqrt(1 + sigma ** 2)
+        sample = scheduler.step(eps_at(x_k, sigma), t, sample, **step_kw).prev_sample
+    return sample
+
+
+def main_sigmas(scheduler):
+    return torch.unique_consecutive(scheduler.sigmas)
+
+
+def make(cls, n, **kw):
+    s = cls(**TRAIN, use_karras_sigmas=True, **kw)
+    s.set_timesteps(n)
+    return s
+
+
+def close(a, b, tol=TOL):
+    assert a.shape == b.shape
+    diff = (a - b).abs().max().item()
+    assert diff <= tol, f"max |diff| = {diff:.3g} > {tol}"
+
+
+# -- deterministic samplers vs diffusers -------------------------------------------------------------
+def test_euler_vs_diffusers():
+    from diffusers import EulerDiscreteScheduler
+    s = make(EulerDiscreteScheduler, 8)
+    x = start(s.sigmas)
+    close(run("euler", s.sigmas, x), drive_k(s, x, lambda s: s.sigmas[s.step_index]))
+
+
+def test_ddim_is_euler():
+    sig = SCHEDULERS["karras"](ModelSamplingEPS(), 6)
+    x = start(sig)
+    assert torch.equal(run("ddim", sig, x), run("euler", sig, x))
+
+
+def test_heun_vs_diffusers():
+    from diffusers import HeunDiscreteScheduler
+    s = make(HeunDiscreteScheduler, 6)
+    x = start(s.sigmas)
+    close(run("heun", main_sigmas(s), x), drive_k(s, x, lambda s: s.sigmas[s.step_index]))
+
+
+def test_dpm_2_vs_diffusers():
+    from diffusers import KDPM2DiscreteScheduler
+    s = make(KDPM2DiscreteScheduler, 6)
+    x = start(s.sigmas)
+    sigma_of = lambda s: s.sigmas[s.step_index] if s.state_in_first_order else s.sigmas_interpol[s.step_index]
+    close(run("dpm_2", main_sigmas(s), x), drive_k(s, x, sigma_of))
+
+
+def test_lms_vs_diffusers():
+    from diffusers import LMSDiscreteScheduler
+    s = make(LMSDiscreteScheduler, 10)
+    x = start(s.sigmas)
+    close(run("lms", s.sigmas, x), drive_k(s, x, lambda s: s.sigmas[s.step_index], order=4))
+
+
+def test_dpmpp_2m_vs_diffusers():
+    from diffusers import DPMSolverMultistepScheduler
+    s = make(DPMSolverMultistepScheduler, 10, algorithm_type="dpmsolver++", solver_order=2)
+    x = start(s.sigmas)
+    assert float(s.sigmas[-1]) == 0.0   # final VP sample equals the k-space one (alpha = 1)
+    close(run("dpmpp_2m", s.sigmas, x), drive_vp(s, x))
+
+
+@pytest.mark.parametrize("name, solver_type", [("uni_pc", "bh1"), ("uni_pc_bh2", "bh2")])
+def test_uni_pc_vs_diffusers(name, solver_type):
+    """ComfyUI stops UniPC at sigma 0.001 instead of 0 and returns x there (converted to k-space);
+    diffusers is given the same final sigma and its VP result is divided by alpha(0.001).
+    Our sigmas are passed as float64 here: in float32 the VP conversion (1 - alpha^2 at sigma 0.001)
+    loses ~1e-1 relative precision in the last lambda, as in ComfyUI, see test_uni_pc_float32_rounding."""
+    from diffusers import UniPCMultistepScheduler
+    s = make(UniPCMultistepScheduler, 8, solver_order=3, solver_type=solver_type, predict_x0=True,
+             lower_order_final=True)
+    ours_sigmas = s.sigmas.clone().double()
+    x = start(s.sigmas)
+    s.sigmas[-1] = 0.001
+    expected = drive_vp(s, x) * math.sqrt(1 + 0.001 ** 2)
+    close(run(name, ours_sigmas, x), expected)
+
+
+# -- stochastic samplers with injected noise ---------------------------------------------------------
+def recorded_noise(seed=7):
+    """A noise sampler that hands out the i-th standard-normal draw on its i-th call."""
+    g = torch.Generator().manual_seed(seed)
+    return lambda *_: torch.randn(SHAPE, generator=g, dtype=torch.float64)
+
+
+def test_euler_ancestral_vs_diffusers():
+    from diffusers import EulerAncestralDiscreteScheduler
+    s = EulerAncestralDiscreteScheduler(**TRAIN)
+    s.set_timesteps(8)
+    x = start(s.sigmas)
+    expected = drive_k(s, x, lambda s: s.sigmas[s.step_index], generator=torch.Generator().manual_seed(7))
+    close(run("euler_ancestral", s.sigmas, x, noise_sampler=recorded_noise(7)), expected)
+
+
+def test_dpmpp_2m_sde_vs_diffusers():
+    from diffusers import DPMSolverMultistepScheduler
+    s = make(DPMSolverMultistepScheduler, 10, algorithm_type="sde-dpmsolver++", solver_order=2)
+    x = start(s.sigmas)
+    noises = [torch.randn(SHAPE, generator=torch.Generator().manual_seed(100 + i), dtype=torch.float64)
+              for i in range(len(s.timesteps))]
+    sample = x / torch.sqrt(1 + s.sigmas[0].double() ** 2)
+    for i, t in enumerate(s.timesteps):
+        sigma = s.sigmas[i].double()
+        sample = s.step(eps_at(sample * torch.sqrt(1 + sigma ** 2), sigma), t, sample,
+                        variance_noise=noises[i]).prev_sample
+    calls = iter(noises)
+    close(run("dpmpp_2m_sde", s.sigmas, x, noise_sampler=lambda *_: next(calls)), sample)
+
+
+def test_dpmpp_sde_vs_diffusers():
+    from diffusers import DPMSolverSDEScheduler
+    s = make(DPMSolverSDEScheduler, 6)
+    x = start(s.sigmas)
+    s.noise_sampler = recorded_noise(3)
+    sigma_of = lambda s: s.sigmas[s.step_index] if s.state_in_first_order else s.mid_point_sigma
+    expected = drive_k(s, x, sigma_of)
+    close(run("dpmpp_sde", main_sigmas(s), x, noise_sampler=recorded_noise(3)), expected)
+
+
+def test_dpm_2_ancestral_vs_hand_written_steps():
+    sig = SCHEDULERS["karras"](ModelSamplingEPS(), 6).double()
+    x = start(sig)
+    noise = recorded_noise(5)
+    ref = x.clone()
+    for i in range(len(sig) - 1):
+        s, s_next = sig[i], sig[i + 1]
+        up = min(s_next, (s_next ** 2 * (s ** 2 - s_next ** 2) / s ** 2) ** 0.5)
+        down = (s_next ** 2 - up ** 2) ** 0.5
+        d = eps_at(ref, s)
+        if down == 0:
+            ref = ref - d * s
+        else:
+            mid = torch.sqrt(s * down)                 # geometric mean = log-space midpoint
+            ref = ref + eps_at(ref + d * (mid - s), mid) * (down - s) + noise() * up
+    close(run("dpm_2_ancestral", sig, x, noise_sampler=recorded_noise(5)), ref)
+
+
+def test_lcm_vs_hand_written_steps():
+    sig = torch.tensor([14.6146, 2.0, 0.5, 0.0], dtype=torch.float64)
+    x = start(sig)
+    noise = recorded_noise(9)
+    ref = x.clone()
+    for i in range(3):
+        ref = toy_denoiser(ref, sig[i].reshape(1).expand(2))
+        if sig[i + 1] > 0:
+            ref = ref + noise() * sig[i + 1]
+    close(run("lcm", sig, x, noise_sampler=recorded_noise(9)), ref)
+
+
+# -- behaviour shared by all samplers ---------------------------------------------------------------
+def test_sampler_names_follow_comfyui_order():
+    assert SAMPLER_NAMES == ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_sde",
+                             "dpmpp_2m", "dpmpp_2m_sde", "lcm", "ddim", "uni_pc", "uni_pc_bh2"]
+    assert set(SAMPLER_NAMES) == set(SAMPLERS)
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_callback_cancel_and_convergence_in_float32(name):
+    sig = SCHEDULERS["karras"](ModelSamplingEPS(), 12)
+    x = start(sig).float()
+    seen = []
+    denoiser = lambda x, sigma: toy_denoiser(x, sigma).float()
+    out = SAMPLERS[name](denoiser, x, sig, seed=3, callback=seen.append)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert [info["i"] for info in seen] == list(range(12))
+    assert set(seen[0]) == {"i", "x", "sigma", "sigma_hat", "denoised"}
+    z = (out.double() - MU) / VAR.sqrt()          # a draw from the data: |N(0, 1)| has mean 0.80
+    if name != "lcm":                             # lcm assumes a consistency model; it shrinks here
+        assert 0.55 < z.abs().mean() < 1.05
+    again = SAMPLERS[name](denoiser, x, sig, seed=3)
+    assert torch.equal(out, again)                                        # same seed, same result
+
+    class Cancelled(Exception):
+        pass
+    polls = []
+
+    def cancel():
+        polls.append(1)
+        if len(polls) == 3:
+            raise Cancelled
+    with pytest.raises(Cancelled):
+        SAMPLERS[name](denoiser, x, sig, seed=3, cancel=cancel)
+    assert len(polls) == 3
+
+
+@pytest.mark.parametrize("name", ["euler_ancestral", "dpm_2_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "lcm"])
+def test_stochastic_samplers_depend_on_seed(name):
+    sig = SCHEDULERS["karras"](ModelSamplingEPS(), 5)
+    x = start(sig).float()
+    assert not torch.equal(SAMPLERS[name](toy_denoiser, x, sig, seed=1), SAMPLERS[name](toy_denoiser, x, sig, seed=2))
+
+
+def test_trivial_schedules_return_x():
+    x = torch.randn(SHAPE)
+    for name in SAMPLER_NAMES:
+        assert SAMPLERS[name](toy_denoiser, x, torch.tensor([]), seed=0) is x
+        assert SAMPLERS[name](toy_denoiser, x, torch.tensor([1.0]), seed=0) is x
+
+
+def test_uni_pc_single_step_returns_rescaled_input_like_comfyui():
+    sig = torch.tensor([14.6146, 0.0])
+    x = torch.randn(SHAPE)
+    out = SAMPLERS["uni_pc"](toy_denoiser, x, sig, seed=0)
+    torch.testing.assert_close(out, x / math.sqrt(1 + 14.6146 ** 2) * math.sqrt(1 + 0.001 ** 2))
+
+
+# -- noise samplers ---------------------------------------------------------------------------------
+def test_default_noise_sampler_seeding():
+    x = torch.zeros(SHAPE)
+    draws = default_noise_sampler(x, 42)
+    g = torch.Generator().manual_seed(43)   # CPU: seed + 1, see noise.py
+    assert torch.equal(draws(None, None), torch.randn(SHAPE, generator=g))
+    assert torch.equal(draws(None, None), torch.randn(SHAPE, generator=g))
+    assert torch.equal(default_noise_sampler(x, 2 ** 64 - 1)(None, None),
+                       torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)))
+
+
+def test_brownian_tree_matches_torchsde_seeded_like_k_diffusion():
+    import torchsde
+    x = torch.zeros(SHAPE)
+    smin, smax = torch.tensor(0.0292), torch.tensor(14.6146)
+    ours = BrownianTreeNoiseSampler(x, smin, smax, seed=1234)
+    tree = torchsde.BrownianTree(smin, torch.zeros(SHAPE), smax, entropy=1234)
+    s, s_next = torch.tensor(3.0), torch.tensor(1.5)
+    expected = -tree(s_next, s) / (s - s_next).sqrt()   # stepping down: W(sigma_next) - W(sigma)
+    torch.testing.assert_close(ours(s, s_next), expected)
+    torch.testing.assert_close(ours(s, s_next), BrownianTreeNoiseSampler(x, smin, smax, seed=1234)(s, s_next))
+    assert not torch.equal(ours(s, s_next), BrownianTreeNoiseSampler(x, smin, smax, seed=1)(s, s_next))
+
+
+def test_uni_pc_float32_rounding():
+    """With float32 sigmas the VP conversion at the final sigma 0.001 rounds like ComfyUI's; the result
+    stays within 5e-4 of the float64 computation (visually irrelevant, but not bit-equal)."""
+    sig = SCHEDULERS["karras"](ModelSamplingEPS(), 8)
+    x = start(sig)
+    diff = (run("uni_pc", sig, x) - run("uni_pc", sig.double(), x)).abs().max().item()
+    assert 1e-7 < diff < 5e-4
