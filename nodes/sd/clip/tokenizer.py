@@ -1,0 +1,147 @@
+"""The SD1.x CLIP tokenizer: OpenAI CLIP's BPE (shipped as package data) plus ComfyUI's prompt handling,
+emphasis weights, `embedding:NAME` vectors and 77-token chunks, so token ids match ComfyUI's exactly.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import os
+from pathlib import Path
+from typing import Union
+
+import ftfy
+import torch
+from transformers import CLIPTokenizer
+
+from .embeddings import find_embedding_file, load_embedding_file
+from .prompt_weights import parse_prompt_weights
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+START_TOKEN = 49406  # <|startoftext|>
+END_TOKEN = 49407  # <|endoftext|>, also the padding token for SD1.x
+PAD_TOKEN = END_TOKEN
+CHUNK_LENGTH = 77  # start + 75 content tokens + end
+MAX_WORD_LENGTH = 8  # a word of this many tokens may be split across chunks; shorter words move whole
+EMBEDDING_PREFIX = "embedding:"
+
+Token = Union[int, torch.Tensor]  # a vocabulary id, or one embedding vector `[width]`
+Chunk = list[tuple[Token, float]]  # CHUNK_LENGTH (token, weight) pairs
+
+_UNSET = object()
+
+
+def clip_clean(text: str) -> str:
+    """OpenAI CLIP's `basic_clean`: fix mojibake, quotes and widths with ftfy, unescape HTML twice, strip.
+
+    transformers' CLIPTokenizer calls this (in place of bare `ftfy.fix_text`) and then collapses
+    whitespace and lower-cases, which together is CLIP's own clean-up: bare `fix_text` leaves
+    `&amp;amp;` alone when the text also holds a `<`, CLIP does not.
+    """
+    text = ftfy.fix_text(text)
+    return html.unescape(html.unescape(text)).strip()
+
+
+@functools.lru_cache(maxsize=None)
+def _bpe_tokenizer(vocab_file: str, merges_file: str) -> CLIPTokenizer:
+    """One slow (Python) CLIPTokenizer per vocabulary, shared by every SD1Tokenizer."""
+    tokenizer = CLIPTokenizer(vocab_file, merges_file)
+    if not hasattr(tokenizer, "fix_text"):
+        raise RuntimeError("this transformers version's CLIPTokenizer has no fix_text hook; pin transformers<5")
+    tokenizer.fix_text = clip_clean
+    return tokenizer
+
+
+class SD1Tokenizer:
+    """Prompt text → chunks of 77 `(token, weight)` pairs, as ComfyUI's SD1 tokenizer packs them.
+
+    `embeddings_dir` is where `embedding:NAME` looks (None: the words are plain text);
+    `embedding_width` is the text encoder's width (768 for SD1.x), so files of another width are refused.
+    """
+
+    def __init__(self, embeddings_dir: str | os.PathLike | None = None, embedding_width: int = 768,
+                 vocab_file: str | os.PathLike = DATA_DIR / "vocab.json",
+                 merges_file: str | os.PathLike = DATA_DIR / "merges.txt"):
+        self.embeddings_dir = embeddings_dir
+        self.embedding_width = embedding_width
+        self._bpe = _bpe_tokenizer(str(vocab_file), str(merges_file))
+        self.vocab: dict[str, int] = self._bpe.get_vocab()
+
+    def tokenize_text(self, text: str) -> list[int]:
+        """CLIP's plain tokenization of the whole text: `[START, ids…, END]`, no weights, no chunks."""
+        return self._bpe(text)["input_ids"]
+
+    def tokenize_with_weights(self, text: str, *, embeddings_dir=_UNSET, disable_weights: bool = False) -> list[Chunk]:
+        """Chunks of exactly 77 `(token, weight)` pairs; at least one, even for an empty prompt.
+
+        Each weighted segment is split on spaces and tokenized word by word, the way ComfyUI does it:
+        a word whose `word</w>` is itself a vocabulary entry takes that id directly (without CLIP's
+        clean-up, so `"A"` gives 288 where CLIP gives 320), other words go through CLIP's tokenizer.
+        """
+        directory = self.embeddings_dir if embeddings_dir is _UNSET else embeddings_dir
+        segments = [(text, 1.0)] if disable_weights else parse_prompt_weights(text)
+        groups: list[list[tuple[Token, float]]] = []
+        for segment, weight in segments:
+            for word in segment.replace("\n", " ").split(" "):
+                if not word:
+                    continue
+                if word.startswith(EMBEDDING_PREFIX) and directory is not None:
+                    vectors, word = self._embedding_vectors(word[len(EMBEDDING_PREFIX):], directory)
+                    if vectors is not None:
+                        groups.append([(v, weight) for v in vectors])
+                    if not word:
+                        continue
+                groups.append([(t, weight) for t in self._word_ids(word)])
+        return pack_chunks(groups)
+
+    def _word_ids(self, word: str) -> list[int]:
+        direct = self.vocab.get(word + "</w>")
+        if direct is not None:
+            return [direct]
+        return self._bpe(word)["input_ids"][1:-1]
+
+    def _embedding_vectors(self, name: str, directory) -> tuple[torch.Tensor | None, str]:
+        """(vectors or None, text left over to tokenize). `embedding:name,` finds `name` and keeps the comma."""
+        path = find_embedding_file(name, directory)
+        leftover = ""
+        if path is None:
+            stripped = name.rstrip(",")
+            if stripped != name:
+                path = find_embedding_file(stripped, directory)
+                leftover = name[len(stripped):]
+        if path is None:
+            logger.warning("embedding:%s not found in %s; ignored", name, directory)
+            return None, leftover
+        return load_embedding_file(path, self.embedding_width), leftover
+
+
+def pack_chunks(groups: list[list[tuple[Token, float]]]) -> list[Chunk]:
+    """Pack per-word token groups into `[START, ≤75 tokens, END, PAD…]` chunks of 77.
+
+    A group that does not fit in the current chunk moves whole to the next one (the current chunk is
+    closed and padded), unless it has MAX_WORD_LENGTH or more tokens: then it is split at the boundary.
+    """
+    room = CHUNK_LENGTH - 1  # the last slot of a chunk is always END
+    chunks: list[Chunk] = []
+    chunk: Chunk = [(START_TOKEN, 1.0)]
+    for group in groups:
+        splittable = len(group) >= MAX_WORD_LENGTH
+        while group:
+            if len(chunk) + len(group) <= room:
+                chunk += group
+                break
+            free = room - len(chunk)
+            if splittable:
+                chunk += group[:free]
+                group = group[free:]
+            chunk.append((END_TOKEN, 1.0))
+            chunk += [(PAD_TOKEN, 1.0)] * (CHUNK_LENGTH - len(chunk))
+            chunks.append(chunk)
+            chunk = [(START_TOKEN, 1.0)]
+    chunk.append((END_TOKEN, 1.0))
+    chunk += [(PAD_TOKEN, 1.0)] * (CHUNK_LENGTH - len(chunk))
+    chunks.append(chunk)
+    return chunks
+
