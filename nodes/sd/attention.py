@@ -1,0 +1,100 @@
+"""Attention blocks of the SD1.x UNet: cross-attention, the GEGLU transformer block, SpatialTransformer.
+
+Attribute names follow the original LDM code (`to_q`, `attn2`, `ff.net.0.proj`, `proj_in`, ...) so the
+parameter names equal the checkpoint keys and LoRA / ControlNet weights map onto them directly.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of queries from `x` over `context` (self-attention when context is None)."""
+
+    def __init__(self, query_dim: int, heads: int, dim_head: int, context_dim: int | None = None):
+        super().__init__()
+        inner = heads * dim_head
+        context_dim = context_dim or query_dim
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(0.0))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context  # x: (B, T, C), context: (B, S, Cc)
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        q, k, v = (rearrange(t, "b t (h d) -> b h t d", h=self.heads) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, T, d); scale d^-0.5 as in LDM
+        return self.to_out(rearrange(out, "b h t d -> b t (h d)"))
+
+
+class GEGLU(nn.Module):
+    """Linear to 2×inner, then value · GELU(gate) (value first, gate second, as in LDM)."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.proj(x).chunk(2, dim=-1)
+        return value * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        inner = dim * mult
+        # Indices 0 and 2 are the checkpoint's `ff.net.0.proj` / `ff.net.2`; 1 is a (no-op) dropout.
+        self.net = nn.Sequential(GEGLU(dim, inner), nn.Dropout(0.0), nn.Linear(inner, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BasicTransformerBlock(nn.Module):
+    """Pre-norm self-attention, cross-attention over the text context, GEGLU MLP; each residual."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int):
+        super().__init__()
+        self.attn1 = CrossAttention(dim, heads, dim_head)
+        self.ff = FeedForward(dim)
+        self.attn2 = CrossAttention(dim, heads, dim_head, context_dim=context_dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(nn.Module):
+    """Feature map → tokens → transformer blocks → feature map, added to the input.
+
+    SD1.x projects in and out with 1×1 convolutions (SD2 switched to linear layers).
+    """
+
+    def __init__(self, channels: int, heads: int, depth: int, context_dim: int):
+        super().__init__()
+        dim_head = channels // heads
+        self.norm = nn.GroupNorm(32, channels, eps=1e-6)
+        self.proj_in = nn.Conv2d(channels, channels, kernel_size=1)
+        self.transformer_blocks = nn.ModuleList(
+            BasicTransformerBlock(channels, heads, dim_head, context_dim) for _ in range(depth)
+        )
+        self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        _, _, h, w = x.shape  # (B, C, H, W)
+        x_in = x
+        x = self.proj_in(self.norm(x))
+        x = rearrange(x, "b c h w -> b (h w) c")
+        for block in self.transformer_blocks:
+            x = block(x, context)
+        x = rearrange(x, "b (h w) c -> b c h w", h=h, w=w)
+        return self.proj_out(x) + x_in

@@ -1,0 +1,183 @@
+"""Loading SD1.x single-file checkpoints and standalone VAE files into our UNet / VAE modules.
+
+Modules are built on the meta device (no random init of ~1 GB of weights) and the file's tensors are
+assigned in; every key and shape is checked first and mismatches are named.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nodes.sd import device as device_policy
+from nodes.sd.errors import MissingKeysError, ModelLoadError, NotAnSDCheckpointError
+from nodes.sd.model_cache import MODEL_CACHE, file_identity
+from nodes.sd.model_detection import describe_state_dict, unet_config_from_state_dict, vae_config_from_state_dict
+from nodes.sd.state_dict import load_state_dict, split_by_prefix
+from nodes.sd.unet import UNetConfig, UNetModel
+from nodes.sd.vae import AutoencoderKL, VAEConfig
+from nodes.sd.vae_keys import is_diffusers_vae, vae_diffusers_to_ldm
+
+log = logging.getLogger(__name__)
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+CLIP_PREFIX = "cond_stage_model.transformer."
+# Standalone VAE .ckpt files also carry their training loss (discriminator, LPIPS) and EMA counters.
+_VAE_FILE_IGNORED = ("loss.", "model_ema.")
+_VAE_PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+
+
+@dataclass(eq=False)
+class LoadedCheckpoint:
+    unet: UNetModel
+    vae: AutoencoderKL
+    clip_state_dict: dict[str, torch.Tensor]  # keys start with `text_model.` (transformers CLIPTextModel)
+    unet_config: UNetConfig
+    vae_config: VAEConfig
+    path: Path | None
+
+
+def load_checkpoint(path: str | Path, *, device: torch.device | str | None = None, use_cache: bool = True) -> LoadedCheckpoint:
+    """Load an SD1.x single-file checkpoint (.safetensors / .ckpt); shared process-wide per file.
+
+    UNet in `unet_dtype(device)`, VAE in `vae_dtype(device)`, on `device` (default: compute_device()).
+    The CLIP state dict stays on CPU in the file's dtype; the text-encoder code places it.
+    """
+    path = Path(path)
+    dev = torch.device(device) if device is not None else device_policy.compute_device()
+    if not use_cache:
+        return _load_checkpoint_uncached(path, dev)
+    key = ("checkpoint", *_identity(path), str(dev))
+    return MODEL_CACHE.get_or_load(key, lambda: _load_checkpoint_uncached(path, dev))
+
+
+def load_vae_file(path: str | Path, *, device: torch.device | str | None = None, use_cache: bool = True) -> AutoencoderKL:
+    """Load a standalone VAE: LDM layout with or without `first_stage_model.`, or diffusers layout."""
+    path = Path(path)
+    dev = torch.device(device) if device is not None else device_policy.compute_device()
+    if not use_cache:
+        return _load_vae_uncached(path, dev)
+    key = ("vae", *_identity(path), str(dev))
+    return MODEL_CACHE.get_or_load(key, lambda: _load_vae_uncached(path, dev))
+
+
+def checkpoint_from_state_dict(
+    sd: Mapping[str, torch.Tensor], *, device: torch.device | str = "cpu", path: Path | None = None
+) -> LoadedCheckpoint:
+    """Build the models from an already-loaded single-file state dict (full key names)."""
+    dev = torch.device(device)
+    unet_sd = split_by_prefix(sd, UNET_PREFIX)
+    if not unet_sd:
+        raise NotAnSDCheckpointError(path, f"no '{UNET_PREFIX}*' UNet weights; {describe_state_dict(sd)}")
+    unet_config = unet_config_from_state_dict(unet_sd, path)
+    unet = load_weights(lambda: UNetModel(unet_config), unet_sd, "UNet", path, dev, device_policy.unet_dtype(dev))
+
+    vae_sd = split_by_prefix(sd, VAE_PREFIX)
+    if not vae_sd:
+        raise ModelLoadError(path, f"the checkpoint has no VAE ('{VAE_PREFIX}*' keys); load a VAE file separately")
+    vae_config = vae_config_from_state_dict(vae_sd, path)
+    vae = load_weights(lambda: AutoencoderKL(vae_config), _vae_attention_as_conv(vae_sd), "VAE", path, dev,
+                       device_policy.vae_dtype(dev))
+
+    clip_sd = clip_state_dict_from_checkpoint(sd)
+    if not clip_sd:
+        log.warning("%s: no CLIP text encoder weights ('%s*'); text encoding will not work", path, CLIP_PREFIX)
+
+    known = (UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX)
+    ignored = [k for k in sd if not k.startswith(known)]
+    if ignored:  # model_ema.*, alphas_cumprod, betas, ... : training leftovers we do not need
+        log.debug("%s: ignored %d non-model tensors (e.g. %s)", path, len(ignored), ignored[0])
+    log.info("loaded SD1.x checkpoint %s (UNet in_channels=%d, %s)", path, unet_config.in_channels, dev)
+    return LoadedCheckpoint(unet, vae, clip_sd, unet_config, vae_config, path)
+
+
+def clip_state_dict_from_checkpoint(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CLIP weights with `cond_stage_model.transformer.` stripped; old layouts get `text_model.` inserted."""
+    out = {}
+    for key, value in split_by_prefix(sd, CLIP_PREFIX).items():
+        if not key.startswith("text_model."):
+            key = "text_model." + key
+        if key.endswith("position_ids") and value.is_floating_point():
+            value = value.round().long()  # some merges stored float, slightly-off ids
+        out[key] = value
+    return out
+
+
+def vae_state_dict_from_file_sd(sd: Mapping[str, torch.Tensor], path: Path | None = None) -> dict[str, torch.Tensor]:
+    """Normalise any supported VAE file layout to LDM keys without prefix."""
+    if any(k.startswith(VAE_PREFIX) for k in sd):
+        sd = split_by_prefix(sd, VAE_PREFIX)
+    elif any(k.startswith("vae.") for k in sd):
+        sd = split_by_prefix(sd, "vae.")
+    sd = {k: v for k, v in sd.items() if not k.startswith(_VAE_FILE_IGNORED)}
+    if is_diffusers_vae(sd):
+        try:
+            sd = vae_diffusers_to_ldm(sd)
+        except KeyError as e:
+            raise ModelLoadError(path, f"diffusers-format VAE with an unknown layout: {e.args[0]}") from e
+    return _vae_attention_as_conv(sd)
+
+
+def load_weights(
+    make: Callable[[], nn.Module],
+    sd: Mapping[str, torch.Tensor],
+    part: str,
+    path: Path | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> nn.Module:
+    """Build `make()` on meta, check keys and shapes against `sd`, then assign the (cast) tensors."""
+    with torch.device("meta"):
+        module = make()
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in sd]
+    mismatched = [
+        f"{k} {tuple(sd[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items() if k in sd and sd[k].shape != v.shape
+    ]
+    if missing or mismatched:
+        raise MissingKeysError(path, part, missing, mismatched)
+    unexpected = [k for k in sd if k not in expected]
+    if unexpected:
+        log.warning("%s: ignoring %d unexpected %s weight(s): %s", path, len(unexpected), part,
+                    ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else ""))
+    tensors = {k: sd[k].to(device=device, dtype=dtype if sd[k].is_floating_point() else None) for k in expected}
+    module.load_state_dict(tensors, strict=True, assign=True)
+    return module.eval().requires_grad_(False)
+
+
+def _load_checkpoint_uncached(path: Path, dev: torch.device) -> LoadedCheckpoint:
+    sd = load_state_dict(path)
+    return checkpoint_from_state_dict(sd, device=dev, path=path)
+
+
+def _load_vae_uncached(path: Path, dev: torch.device) -> AutoencoderKL:
+    sd = vae_state_dict_from_file_sd(load_state_dict(path), path)
+    extra = [k for k in sd if not k.startswith(_VAE_PARTS)]
+    if extra and len(extra) == len(sd):
+        raise NotAnSDCheckpointError(path, f"not a VAE file; {describe_state_dict(sd)}")
+    config = vae_config_from_state_dict(sd, path)
+    vae = load_weights(lambda: AutoencoderKL(config), sd, "VAE", path, dev, device_policy.vae_dtype(dev))
+    log.info("loaded VAE %s (%s)", path, dev)
+    return vae
+
+
+def _vae_attention_as_conv(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Some re-saved SD checkpoints store the VAE mid-attention projections as Linear (C, C).
+    out = dict(sd)
+    for k, v in sd.items():
+        if ".mid.attn_1." in k and k.endswith(".weight") and v.ndim == 2:
+            out[k] = v[:, :, None, None]
+    return out
+
+
+def _identity(path: Path) -> tuple[str, int, int]:
+    try:
+        return file_identity(path)
+    except OSError as e:
+        raise ModelLoadError(path, f"cannot read the file ({e.strerror or e}); check the path and the models folder") from e
