@@ -26,6 +26,8 @@ from .image_ops import IMAGE_UPSCALE_METHODS, bchw_to_image, image_to_bchw, tens
 
 log = logging.getLogger(__name__)
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 ANNOTATIONS = {" [input]": "input", " [output]": "output", " [temp]": "temp"}
 
@@ -147,6 +149,7 @@ def write_png_atomically(image: Image.Image, path: Path, info: PngImagePlugin.Pn
     try:
         with os.fdopen(handle, "wb") as out:
             image.save(out, format="PNG", pnginfo=info, compress_level=level)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; saved images are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
