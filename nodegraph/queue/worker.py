@@ -24,6 +24,8 @@ from .queue import PromptQueue, QueueItem, history_entry
 
 log = logging.getLogger(__name__)
 
+FINAL_EVENTS = frozenset({"execution_success", "execution_error", "execution_interrupted"})
+
 
 class Listener(Protocol):
     def publish(self, event: str, data: dict[str, Any], client_id: str | None) -> None: ...
@@ -139,15 +141,16 @@ class Worker:
                 return
             if event == "progress" and data.get("node") in states:
                 states[data["node"]].update(value=data["value"], max=data["max"])
+            elif event in FINAL_EVENTS and states:
+                for state in states.values():
+                    if state["state"] == "running":
+                        state["state"] = "finished" if event == "execution_success" else "error"
+                self.listener.publish("progress_state", {"prompt_id": item.prompt_id, "nodes": states}, client_id)
             self.listener.publish(event, data, client_id)
 
         extra = {**item.extra_data, **item.secrets}
         result = self.executor.execute(validated, prompt_id=item.prompt_id, extra_data=extra, sink=sink,
                                        token=token)
-        if states:
-            for state in states.values():
-                state["state"] = "finished" if result.ok else ("error" if state["state"] == "running" else state["state"])
-            self.listener.publish("progress_state", {"prompt_id": item.prompt_id, "nodes": states}, client_id)
         self.queue.finish(item, history_entry(item, result.status, result.outputs, result.messages))
         for data in held:
             self.listener.publish("executing", data, client_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from nodegraph import Input, Int, Node, NodeOutput, String, folders
+from nodegraph import Input, Int, Node, NodeOutput, Output, ProgressBar, String, folders
 from tests.engine import toy_nodes
 
 _counter = itertools.count(1)
@@ -28,9 +28,23 @@ class SavePNG(Node):
         return NodeOutput(ui={"images": [{"filename": name, "subfolder": "", "type": "output"}]})
 
 
+class PreviewSteps(Node):
+    """Reports `steps` progress steps, each with a small preview image (like a sampler)."""
+    category = "test"
+    inputs = (Input("a", "FLOAT", forceInput=True), Int("steps", 3, min=1, max=100))
+    outputs = (Output("FLOAT"),)
+
+    def run(self, a, steps):
+        from PIL import Image
+        bar = ProgressBar(steps)
+        for i in range(steps):
+            bar.update_absolute(i + 1, steps, Image.new("RGB", (8, 8), (i * 40 % 256, 0, 0)))
+        return (a,)
+
+
 def make_registry():
     registry = toy_nodes.make_registry()
-    registry.register_all([SavePNG])
+    registry.register_all([SavePNG, PreviewSteps])
     return registry
 
 
@@ -53,3 +67,9 @@ def png_prompt(value: float = 1.0, size: int = 16) -> dict:
     return {"1": {"class_type": "Number", "inputs": {"value": value}, "_meta": {"title": "Number"}},
             "2": {"class_type": "SavePNG", "inputs": {"value": ["1", 0], "size": size, "filename_prefix": "test"},
                   "_meta": {"title": "Save"}}}
+
+
+def preview_prompt(value: float = 1.0, steps: int = 3) -> dict:
+    return {"1": {"class_type": "Number", "inputs": {"value": value}},
+            "2": {"class_type": "PreviewSteps", "inputs": {"a": ["1", 0], "steps": steps}},
+            "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
