@@ -2,10 +2,11 @@
 and embeddings directory, cheap to clone (clones share the weights)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import torch
 
@@ -21,9 +22,10 @@ class CLIP:
     `text_model` is the transformers `CLIPTextModel`; its parameter names are the checkpoint's keys with
     `cond_stage_model.transformer.` removed (`text_model.encoder.layers.0.mlp.fc1.weight`, …).
 
-    Patching (LoRA) hooks in through two slots left for it: `patcher` (None until a model patcher is
-    attached) and `_prepare()`, called before every encode so patches can be applied to `text_model`
-    just in time. Both are inert here.
+    Patching (LoRA): `patcher` is None until a LoRA loader attaches a `ModelPatcher` over `text_model`
+    to a clone. Every encode runs inside `_prepared()`, which writes this clone's patches into the shared
+    module for the duration (`patcher.applied()`), or, with no patcher, makes sure no other clone's
+    patches are left in it.
     """
 
     def __init__(self, tokenizer: SD1Tokenizer, encoder: CLIPTextEncoder, *, layer_idx: int = -1,
@@ -55,16 +57,25 @@ class CLIP:
 
     def encode_from_tokens(self, tokens: list[Chunk], return_pooled: bool = True):
         """cond `[1, 77·k, C]`, or `(cond, pooled [1, C])` when return_pooled."""
-        self._prepare()
-        cond, pooled = self.encoder.encode(tokens, layer_idx=self.layer_idx)
+        with self._prepared():
+            cond, pooled = self.encoder.encode(tokens, layer_idx=self.layer_idx)
         return (cond, pooled) if return_pooled else cond
 
     def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         """`(cond [1, 77·k, C], pooled [1, C])` for a prompt."""
         return self.encode_from_tokens(self.tokenize(text), return_pooled=True)
 
-    def _prepare(self) -> None:
-        """Hook run before each encode: the place where a patcher applies its weight patches. Nothing here."""
+    @contextlib.contextmanager
+    def _prepared(self) -> Iterator[torch.nn.Module]:
+        """The text model with exactly this CLIP's weight patches in it, for the length of the block."""
+        patcher = self.patcher
+        if patcher is None:
+            from nodes.sd.patcher import ModelPatcher  # imported late: most CLIPs are never patched
+
+            device = next(self.text_model.parameters()).device
+            patcher = ModelPatcher(self.text_model, device, device)  # no patches: restores the originals
+        with patcher.applied() as module:
+            yield module
 
 
 def load_clip_from_state_dict(sd: Mapping[str, torch.Tensor], *, embeddings_dir: str | os.PathLike | None = None,

@@ -3,6 +3,7 @@ transformers' own forward pass and ComfyUI's formulas computed here.
 
 Tolerance: 1e-5 absolute (float32; our batch holds several sequences where the reference runs one).
 """
+import contextlib
 import logging
 
 import pytest
@@ -220,9 +221,24 @@ def test_clone_shares_the_weights_and_keeps_its_own_settings(clip):
     assert (clip.layer_idx, clip.embeddings_dir is not None) == (-1, True)
 
 
-def test_prepare_hook_runs_before_each_encode(clip):
-    calls = []
-    clip._prepare = lambda: calls.append(1)
-    clip.encode("a")
-    clip.encode_from_tokens(clip.tokenize("b"), return_pooled=False)
-    assert calls == [1, 1]
+def test_a_patched_clone_encodes_with_its_patches_and_the_original_without(clip):
+    class AddToFinalNormBias:  # the smallest patcher: what a LoRA ModelPatcher does to one weight
+        def __init__(self, module):
+            self.module, self.original = module, module.text_model.final_layer_norm.bias.detach().clone()
+
+        @contextlib.contextmanager
+        def applied(self):
+            bias = self.module.text_model.final_layer_norm.bias
+            with torch.no_grad():
+                bias.add_(1.0)
+            try:
+                yield self.module
+            finally:
+                with torch.no_grad():
+                    bias.copy_(self.original)
+
+    base, _ = clip.encode("a cat")
+    patched = clip.clone()
+    patched.patcher = AddToFinalNormBias(patched.text_model)
+    torch.testing.assert_close(patched.encode("a cat")[0], base + 1.0, atol=ATOL, rtol=0)
+    torch.testing.assert_close(clip.encode("a cat")[0], base, atol=0, rtol=0)
