@@ -8,7 +8,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from .workflow.api_format import Prompt, is_link
 
@@ -28,18 +28,22 @@ class DependencyGraph:
         self.prompt = prompt
         self.upstream: dict[str, list[Edge]] = {}
         self.downstream: dict[str, set[str]] = {node_id: set() for node_id in prompt}
+        self._producers: dict[str, list[str]] = {}  # distinct existing producers, computed once
         for node_id, node in prompt.items():
             edges = [Edge(name, str(value[0]), int(value[1]))
                      for name, value in node.get("inputs", {}).items() if is_link(value)]
             self.upstream[node_id] = edges
+            producers = self._producers[node_id] = []
             for edge in edges:
-                if edge.source in self.downstream:
-                    self.downstream[edge.source].add(node_id)
+                consumers = self.downstream.get(edge.source)
+                if consumers is not None:
+                    if node_id not in consumers:
+                        producers.append(edge.source)
+                    consumers.add(node_id)
 
-    def sources(self, node_id: str) -> Iterator[str]:
-        for edge in self.upstream.get(node_id, ()):
-            if edge.source in self.prompt:
-                yield edge.source
+    def sources(self, node_id: str) -> list[str]:
+        """Distinct producers of a node that exist in the prompt."""
+        return self._producers.get(node_id, [])
 
     def ancestors(self, roots: Iterable[str], *, stop: Callable[[str], bool] = lambda n: False) -> set[str]:
         """The roots and every node they depend on; the walk does not go past nodes where
@@ -71,6 +75,8 @@ class DependencyGraph:
         nodes without producers from the front and nodes without consumers from the back."""
         remaining = set(nodes)
         for direction in ("forward", "backward"):
+            if not remaining:
+                break  # the usual case: the forward peel already emptied an acyclic graph
             degree = {n: 0 for n in remaining}
             for n in remaining:
                 neighbours = self.sources(n) if direction == "forward" else self.downstream.get(n, ())
@@ -95,7 +101,7 @@ class DependencyGraph:
         """
         distance = self._distance_to_outputs(nodes, outputs)
         rank = {n: i for i, n in enumerate(self.prompt)}
-        blocked = {n: sum(1 for s in set(self.sources(n)) if s in nodes) for n in nodes}
+        blocked = {n: sum(1 for s in self.sources(n) if s in nodes) for n in nodes}
         ready = [(distance.get(n, len(nodes)), rank[n], n) for n, count in blocked.items() if count == 0]
         heapq.heapify(ready)
         order: list[str] = []

@@ -40,7 +40,8 @@ def register_nodes(registry) -> None:
 def prepare_default_models(folders) -> None:
     """Make sure the embedded default checkpoint exists (see nodes.default_model)."""
     try:
-        from .default_model import ensure_default_checkpoint
+        import torch  # noqa: F401
     except ModuleNotFoundError:
-        return
+        return  # no torch, no SD nodes: nothing would use the model
+    from .default_model import ensure_default_checkpoint
     ensure_default_checkpoint(folders)

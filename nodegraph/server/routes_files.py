@@ -197,10 +197,10 @@ def routes(state: "ServerState") -> "RouteList":
             raise BadRequest("expected a multipart/form-data upload with an 'image' file")
         try:
             form = await request.post()
-        except web.HTTPRequestEntityTooLarge:
+        except web.HTTPException:
             raise
-        except (ValueError, AssertionError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"malformed multipart body: {exc}") from None
+        except Exception as exc:  # the multipart parser's own errors: the body is malformed
+            raise BadRequest(f"malformed multipart body: {type(exc).__name__}") from None
         image = form.get("image")
         if image is None or not hasattr(image, "file"):
             raise BadRequest("no 'image' file in the upload")

@@ -13,6 +13,8 @@ Prompt = dict[str, dict[str, Any]]
 
 
 def is_link(value: Any) -> bool:
+    if type(value) is not list or len(value) != 2:  # fast path: most inputs are plain constants
+        return False
     return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
             and not isinstance(value[0], bool) and isinstance(value[1], (int, float)) and not isinstance(value[1], bool))
 
