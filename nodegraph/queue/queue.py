@@ -134,6 +134,7 @@ class PromptQueue:
         self._seq = itertools.count(1)
         self._counter = 0  # next server-assigned number
         self._closed = False
+        self._woken = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -216,7 +217,8 @@ class PromptQueue:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
-                if self._closed:
+                if self._closed or self._woken:
+                    self._woken = False
                     return None
                 while self._heap and self._heap[0][2] not in self._pending:
                     heapq.heappop(self._heap)  # deleted while pending
@@ -358,6 +360,12 @@ class PromptQueue:
                 "workflow_id": None}
 
     # -- life cycle -----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Make a waiting `get()` return None now (the worker is stopping)."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:

@@ -64,6 +64,7 @@ class Worker:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.interrupt()
+        self.queue.wake()
         if self._thread is not None:
             self._thread.join(timeout)
 
