@@ -32,6 +32,8 @@ class Listener(Protocol):
 
     def preview(self, image: Any, data: dict[str, Any], client_id: str | None) -> None: ...
 
+    def wants_preview(self, client_id: str | None) -> bool: ...
+
 
 class _NullListener:
     def publish(self, event: str, data: dict[str, Any], client_id: str | None) -> None:
@@ -39,6 +41,9 @@ class _NullListener:
 
     def preview(self, image: Any, data: dict[str, Any], client_id: str | None) -> None:
         pass
+
+    def wants_preview(self, client_id: str | None) -> bool:
+        return False
 
 
 class Worker:
@@ -149,6 +154,7 @@ class Worker:
                 self.listener.publish("progress_state", {"prompt_id": item.prompt_id, "nodes": states}, client_id)
             self.listener.publish(event, data, client_id)
 
+        _set_preview_method(self.listener.wants_preview(client_id))
         extra = {**item.extra_data, **item.secrets}
         result = self.executor.execute(validated, prompt_id=item.prompt_id, extra_data=extra, sink=sink,
                                        token=token)
@@ -186,6 +192,13 @@ class Worker:
             if callable(unload):
                 unload()
             gc.collect()
+
+
+def _set_preview_method(wanted: bool) -> None:
+    """Sampler previews cost time: the node library makes them only while someone watches."""
+    previews = sys.modules.get("nodes.sd.previews")  # never imported here (it needs torch)
+    if previews is not None and hasattr(previews, "set_method"):
+        previews.set_method("latent2rgb" if wanted else "none")
 
 
 def _node_state(prompt_id: str, node_id: str) -> dict[str, Any]:

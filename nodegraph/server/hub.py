@@ -108,6 +108,9 @@ class Hub:
             return
         self._post(self._send_preview, buffer.getvalue(), data, client_id)
 
+    def wants_preview(self, client_id: str | None) -> bool:
+        return self.previews_enabled and self._anyone_wants_preview(client_id)
+
     def _anyone_wants_preview(self, client_id: str | None) -> bool:
         if client_id is not None:
             client = self.clients.get(client_id)
