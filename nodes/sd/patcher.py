@@ -226,6 +226,14 @@ class ModelPatcher:
                 total += t.untyped_storage().nbytes() if t.device.type != "meta" else t.numel() * t.element_size()
         return total
 
+    def memory_parts(self):
+        """For the engine's cache: the shared weights (one identity per storage, so every clone of
+        a checkpoint counts them once) plus this clone's own adapters."""
+        from .memory import module_parts, tensor_parts
+        yield from module_parts(self.model)
+        adapters = {id(a): a for plist in self.patches.values() for _, a in plist}
+        yield from tensor_parts(t for a in adapters.values() for t in vars(a).values() if isinstance(t, torch.Tensor))
+
     def patches_size(self) -> int:
         """Bytes held by this clone's adapters (the extra memory a LoRA clone costs)."""
         adapters = {id(a): a for plist in self.patches.values() for _, a in plist}

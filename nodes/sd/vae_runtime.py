@@ -6,6 +6,7 @@ import logging
 
 import torch
 
+from .memory import module_parts
 from .vae import AutoencoderKL
 
 log = logging.getLogger(__name__)
@@ -21,9 +22,7 @@ class VAE:
         self.latent_channels = model.config.embed_dim
 
     def memory_parts(self):
-        for tensor in self.model.state_dict().values():
-            storage = tensor.untyped_storage()
-            yield ("storage", storage.data_ptr(), str(tensor.device)), storage.nbytes()
+        return module_parts(self.model)
 
     def check_latent(self, samples: torch.Tensor, node_input: str = "samples") -> None:
         if samples.ndim != 4 or samples.shape[1] != self.latent_channels:

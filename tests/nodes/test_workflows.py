@@ -86,3 +86,17 @@ def test_seed_change_reruns_only_the_sampler_and_after(sd_layout, library):
     result = run(prompt_of("txt2img.json", library, seed=2), library, executor)
     classes = [prompt_of("txt2img.json", library)[n]["class_type"] for n in result.executed]
     assert classes == ["KSampler", "VAEDecode", "SaveImage"]
+
+
+def test_cache_counts_loaded_models_once(sd_layout, library):
+    """The checkpoint's weights are in the cache's byte count, once, whatever holds them."""
+    from nodes.default_model import DEFAULT_CHECKPOINT
+    cache = OutputCache()
+    prompt = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": DEFAULT_CHECKPOINT}},
+              "2": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["1", 1], "stop_at_clip_layer": -2}}}
+    Executor(cache).execute(validate_prompt(prompt, library, targets=["1"]))
+    after_loader = cache.stats()["used_bytes"]
+    file_bytes = (sd_layout.models[0] / "checkpoints" / DEFAULT_CHECKPOINT).stat().st_size
+    assert 0.9 * file_bytes < after_loader < 1.2 * file_bytes, (after_loader, file_bytes)
+    Executor(cache).execute(validate_prompt(prompt, library, targets=["2"]))  # a CLIP clone: same weights
+    assert cache.stats()["used_bytes"] - after_loader < 0.01 * file_bytes

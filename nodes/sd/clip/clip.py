@@ -47,6 +47,13 @@ class CLIP:
             other.patcher = self.patcher.clone()
         return other
 
+    def memory_parts(self):
+        """For the engine's cache: the shared text-encoder weights (and a LoRA clone's adapters)."""
+        if self.patcher is not None and hasattr(self.patcher, "memory_parts"):
+            return self.patcher.memory_parts()
+        from ..memory import module_parts
+        return module_parts(self.text_model)
+
     def set_layer(self, layer_idx: int) -> None:
         """CLIP skip (CLIPSetLastLayer): −1 = last layer, −2 = the one before, … −24. Call it on a clone."""
         self.layer_idx = _checked_layer(layer_idx)
