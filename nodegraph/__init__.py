@@ -6,7 +6,8 @@ cache_keys/cache -> executor, with contract/registry describing the nodes.
 from .cache import OutputCache
 from .contract import (Boolean, Combo, Float, Hidden, Input, InputSpec, Int, Node, NodeDefinition, NodeOutput,
                        Output, String)
-from .errors import (ExecutionInterrupted, NodeExecutionError, NodegraphError, ValidationError, WorkflowError)
+from .errors import (ExecutionInterrupted, NodeExecutionError, NodegraphError, NodeInputError, ValidationError,
+                     WorkflowError)
 from .executor import Executor, RunResult
 from .progress import CancellationToken, ProgressBar, check_cancelled
 from .registry import NodeRegistry, default_registry
@@ -17,7 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Boolean", "CancellationToken", "Combo", "ExecutionInterrupted", "Executor", "Float", "Hidden", "Input",
-    "InputSpec", "Int", "Node", "NodeDefinition", "NodeExecutionError", "NodeOutput", "NodeRegistry",
+    "InputSpec", "Int", "Node", "NodeDefinition", "NodeExecutionError", "NodeInputError", "NodeOutput", "NodeRegistry",
     "NodegraphError", "Output", "OutputCache", "ProgressBar", "RunResult", "String", "ValidatedPrompt",
     "ValidationError", "WorkflowDocument", "WorkflowError", "check_cancelled", "default_registry",
     "load_document", "load_prompt", "validate_prompt",

@@ -104,6 +104,8 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-size", type=float, default=100, help="MB")
     serve.add_argument("--history-size", type=int, default=10000)
     serve.add_argument("--preview-method", choices=["none", "latent2rgb"], default="latent2rgb")
+    serve.add_argument("--web-root", type=Path, default=None,
+                       help="folder of the web editor served at / (default: the checkout's web/)")
     serve.set_defaults(handler=_cmd_serve)
     return parser
 

@@ -70,6 +70,15 @@ class ValidationError(NodegraphError):
         return "\n".join(lines)
 
 
+class NodeInputError(NodegraphError, ValueError):
+    """Raised by a node about one of its inputs (a missing file, a wrong shape). The executor adds
+    `input_name` to the `execution_error` event, so front ends can point at the input."""
+
+    def __init__(self, input_name: str, message: str):
+        super().__init__(f"input '{input_name}': {message}")
+        self.input_name = input_name
+
+
 class ExecutionInterrupted(NodegraphError):
     """Raised inside a run when its cancellation token was triggered."""
 
@@ -84,6 +93,7 @@ class NodeExecutionError(NodegraphError):
     exception_message: str
     traceback: list[str]
     current_inputs: dict[str, list[str]]
+    input_name: str | None = None  # when the node blamed one of its inputs (NodeInputError)
 
     def __str__(self) -> str:
         return (f"node {self.node_id} ({self.node_type}) failed: "

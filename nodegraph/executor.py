@@ -125,7 +125,8 @@ class _Run:
                                           "exception_message": error.exception_message,
                                           "exception_type": error.exception_type, "traceback": error.traceback,
                                           "current_inputs": error.current_inputs,
-                                          "current_outputs": list(self.result.cached), "timestamp": _now_ms()})
+                                          "current_outputs": list(self.result.cached), "timestamp": _now_ms(),
+                                          **({"input_name": error.input_name} if error.input_name else {})})
         finally:
             self.result.seconds = time.perf_counter() - started
             self.emit("executing", {"node": None, "display_node": None, "prompt_id": self.prompt_id})
@@ -155,7 +156,8 @@ class _Run:
             raise NodeExecutionError(
                 node_id=node_id, node_type=definition.name, exception_type=_qualified_name(type(exc)),
                 exception_message=str(exc) or type(exc).__name__, traceback=traceback.format_exception(exc),
-                current_inputs={k: [_summarise(v) for v in vs] for k, vs in inputs.items()}) from exc
+                current_inputs={k: [_summarise(v) for v in vs] for k, vs in inputs.items()},
+                input_name=getattr(exc, "input_name", None)) from exc
         self.values[node_id] = values
         self.result.executed.append(node_id)
         self.executor.cache.put(key, values, ui)

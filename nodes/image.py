@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, ImageSequence, PngImagePlugin, UnidentifiedImageError
 
-from nodegraph import Combo, Float, Hidden, Input, Int, Node, NodeOutput, Output, String, folders
+from nodegraph import Combo, Float, Hidden, Input, Int, Node, NodeInputError, NodeOutput, Output, String, folders
 from nodegraph.contract import MAX_RESOLUTION
 from nodegraph.folders import UnsafePathError, safe_join
 
@@ -75,11 +75,13 @@ class LoadImage(Node):
         return True if path.is_file() else f"Invalid image file: {image}"
 
     def run(self, image):
-        path = annotated_image_path(image)
         try:
+            path = annotated_image_path(image)
             return load_image_file(path)
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise ValueError(f"input 'image': cannot decode {image!r} as an image ({exc})") from exc
+        except UnsafePathError as exc:
+            raise NodeInputError("image", str(exc)) from exc
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise NodeInputError("image", f"cannot decode {image!r} as an image ({exc})") from exc
 
 
 def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,7 +132,7 @@ def save_path(prefix: str, root: Path, width: int, height: int) -> tuple[Path, s
     try:
         target = safe_join(root, prefix)
     except UnsafePathError as exc:
-        raise ValueError(f"input 'filename_prefix': {exc}; it must stay inside {root}") from None
+        raise NodeInputError("filename_prefix", f"{exc}; it must stay inside {root}") from None
     folder, stem = target.parent, target.name
     subfolder = folder.relative_to(root.resolve()).as_posix() if folder != root.resolve() else ""
     pattern = re.compile(re.escape(stem.replace("%batch_num%", "")) + r"_(\d+)_?")
@@ -159,7 +161,7 @@ def write_png_atomically(image: Image.Image, path: Path, info: PngImagePlugin.Pn
 def save_images(images: torch.Tensor, prefix: str, root: Path, kind: str, level: int,
                 prompt: Any = None, extra_pnginfo: Any = None) -> list[dict[str, str]]:
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"input 'images': expected an IMAGE [B, H, W, C], got shape {tuple(images.shape)}")
+        raise NodeInputError("images", f"expected an IMAGE [B, H, W, C], got shape {tuple(images.shape)}")
     folder, subfolder, stem, counter = save_path(prefix, root, images.shape[2], images.shape[1])
     folder.mkdir(parents=True, exist_ok=True)
     results = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nodegraph import Combo, Float, Input, Int, Node, Output
+from nodegraph import Combo, Float, Input, Int, Node, NodeInputError, Output
 from nodegraph.contract import MAX_RESOLUTION
 
 from .image_ops import LATENT_UPSCALE_METHODS, upscale
@@ -20,6 +20,10 @@ class EmptyLatentImage(Node):
     outputs = (Output("LATENT", tooltip="The empty latent image batch."),)
 
     def run(self, width, height, batch_size):
+        for name, value in (("width", width), ("height", height)):
+            if value % 8:  # ComfyUI silently floors; a surprise size is worse than a clear error
+                raise NodeInputError(name, f"{value} is not a multiple of 8 (latents are 1/8 of the image); "
+                                           f"use {value // 8 * 8} or {value // 8 * 8 + 8}")
         return ({"samples": torch.zeros([batch_size, 4, height // 8, width // 8])},)
 
 

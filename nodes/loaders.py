@@ -4,14 +4,19 @@ Each model file is loaded once per process and shared (nodes.sd.model_cache); a 
 modification time are the nodes' fingerprint, so replacing a file re-runs its loader."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
+from typing import Iterator
 
-from nodegraph import Combo, Float, Input, Node, Output, folders
+from nodegraph import Combo, Float, Input, Node, NodeInputError, Output, folders
+from nodegraph.folders import UnsafePathError
 
 from .sd import device as device_policy
 from .sd.checkpoint import load_checkpoint, load_vae_file
 from .sd.clip.clip import load_clip_from_state_dict
+from .sd.errors import ModelLoadError
+from .sd.lora import LoraMatchError
 from .sd.lora import apply_lora
 from .sd.model_cache import MODEL_CACHE, file_identity
 from .sd.patcher import ModelPatcher
@@ -19,6 +24,15 @@ from .sd.state_dict import load_state_dict
 from .sd.vae_runtime import VAE
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def loading(input_name: str) -> Iterator[None]:
+    """Blame the input whose file could not be used (the message already names the file)."""
+    try:
+        yield
+    except (ModelLoadError, LoraMatchError, FileNotFoundError, UnsafePathError) as exc:
+        raise NodeInputError(input_name, str(exc)) from exc
 
 
 def model_choices(kind: str):
@@ -74,7 +88,8 @@ class CheckpointLoaderSimple(Node):
         return file_fingerprint("checkpoints", ckpt_name)
 
     def run(self, ckpt_name):
-        return load_checkpoint_models(folders.current().model_path("checkpoints", ckpt_name))
+        with loading("ckpt_name"):
+            return load_checkpoint_models(folders.current().model_path("checkpoints", ckpt_name))
 
 
 class VAELoader(Node):
@@ -89,10 +104,11 @@ class VAELoader(Node):
         return file_fingerprint("vae", vae_name)
 
     def run(self, vae_name):
-        path = folders.current().model_path("vae", vae_name)
-        device = device_policy.compute_device()
-        return (MODEL_CACHE.get_or_load(("vae-socket", *file_identity(path), str(device)),
-                                        lambda: VAE(load_vae_file(path, device=device))),)
+        with loading("vae_name"):
+            path = folders.current().model_path("vae", vae_name)
+            device = device_policy.compute_device()
+            return (MODEL_CACHE.get_or_load(("vae-socket", *file_identity(path), str(device)),
+                                            lambda: VAE(load_vae_file(path, device=device))),)
 
 
 def read_lora(name: str) -> dict:
@@ -126,8 +142,9 @@ class LoraLoader(Node):
     def run(self, model, clip, lora_name, strength_model, strength_clip):
         if strength_model == 0 and strength_clip == 0:
             return (model, clip)
-        new_model, new_clip, _ = apply_lora(model, clip, read_lora(lora_name), strength_model, strength_clip,
-                                            name=lora_name)
+        with loading("lora_name"):
+            new_model, new_clip, _ = apply_lora(model, clip, read_lora(lora_name), strength_model, strength_clip,
+                                                name=lora_name)
         return (new_model, new_clip)
 
 
@@ -145,7 +162,8 @@ class LoraLoaderModelOnly(Node):
     def run(self, model, lora_name, strength_model):
         if strength_model == 0:
             return (model,)
-        new_model, _, _ = apply_lora(model, None, read_lora(lora_name), strength_model, 0.0, name=lora_name)
+        with loading("lora_name"):
+            new_model, _, _ = apply_lora(model, None, read_lora(lora_name), strength_model, 0.0, name=lora_name)
         return (new_model,)
 
 

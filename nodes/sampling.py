@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from nodegraph import Combo, Float, Input, Int, Node, Output, ProgressBar, check_cancelled
+from nodegraph import Combo, Float, Input, Int, Node, NodeInputError, Output, ProgressBar, check_cancelled
 
 from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
 from .sd.sampling.ksampler import sample
@@ -23,8 +23,8 @@ def run_sampler(model, latent: dict, *, seed: int, steps: int, cfg: float, sampl
                 force_full_denoise: bool = False) -> dict:
     samples = latent["samples"]
     if samples.ndim != 4 or samples.shape[1] != model.model.config.out_channels:
-        raise ValueError(f"input 'latent_image': this model takes latents with {model.model.config.out_channels} "
-                         f"channels [B, {model.model.config.out_channels}, h, w], got shape {tuple(samples.shape)}")
+        raise NodeInputError("latent_image", f"this model takes latents with {model.model.config.out_channels} "
+                             f"channels [B, {model.model.config.out_channels}, h, w], got shape {tuple(samples.shape)}")
     bar = ProgressBar(steps)
 
     def on_step(step, x0, x, total):

@@ -133,6 +133,9 @@ def serve(args: argparse.Namespace, layout: folder_paths.Folders, registry: Node
     app = create_app(layout, registry, cache=cache, auth_token=token, loopback_only=loopback,
                      max_upload_size=int(float(args.max_upload_size) * MB), history_size=args.history_size,
                      preview_method=args.preview_method, web_root=Path(web_root) if web_root else None)
+    # The worker thread holds the GIL while Python-level node code runs; a shorter switch interval
+    # (default 5 ms) keeps HTTP and websocket answers prompt meanwhile.
+    sys.setswitchinterval(0.001)
     shown = hosts[0] if ":" not in hosts[0] else f"[{hosts[0]}]"
     print(f"nodegraph server: http://{shown}:{args.port}/ (user data in {layout.user})", file=sys.stderr)
     web.run_app(app, host=hosts, port=args.port, print=None,

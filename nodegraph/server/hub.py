@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import struct
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -74,6 +75,8 @@ class Hub:
         self.max_upload_size = max_upload_size
         self.previews_enabled = previews_enabled
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._post_lock = threading.Lock()
+        self._unsent_status: list[int] | None = None  # the last status posted, while nothing follows it
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -91,10 +94,22 @@ class Hub:
 
     def publish(self, event: str, data: dict[str, Any], client_id: str | None) -> None:
         """An execution event of a prompt whose `extra_data.client_id` is `client_id`."""
-        self._post(self._dispatch, event, _state_view(event, data), dumps(event, data), client_id)
+        view, message = _state_view(event, data), dumps(event, data)
+        with self._post_lock:
+            self._unsent_status = None  # a later status must come after this message
+            self._post(self._dispatch, event, view, message, client_id)
 
     def broadcast_status(self) -> None:
-        self._post(self._send_status)
+        """Queue size to everybody. Consecutive status messages with nothing else posted between
+        them are merged (the later count wins), so a burst of POSTs is one message per socket."""
+        with self._post_lock:
+            remaining = self.queue_remaining()
+            box = self._unsent_status
+            if box is not None:
+                box[0] = remaining
+                return
+            box = self._unsent_status = [remaining]
+            self._post(self._send_status, box)
 
     def preview(self, image: Any, data: dict[str, Any], client_id: str | None) -> None:
         """A sampler preview (PIL image): JPEG-encoded here, in the worker, only if someone wants it."""
@@ -106,7 +121,9 @@ class Hub:
         except Exception as exc:  # a broken preview must not break the run
             log.debug("preview not encoded: %s", exc)
             return
-        self._post(self._send_preview, buffer.getvalue(), data, client_id)
+        with self._post_lock:
+            self._unsent_status = None
+            self._post(self._send_preview, buffer.getvalue(), data, client_id)
 
     def wants_preview(self, client_id: str | None) -> bool:
         return self.previews_enabled and self._anyone_wants_preview(client_id)
@@ -119,14 +136,19 @@ class Hub:
 
     # -- on the event loop ----------------------------------------------------------------------
 
-    def status_message(self, sid: str | None = None) -> str:
-        data: dict[str, Any] = {"status": {"exec_info": {"queue_remaining": self.queue_remaining()}}}
+    def status_message(self, sid: str | None = None, remaining: int | None = None) -> str:
+        remaining = self.queue_remaining() if remaining is None else remaining
+        data: dict[str, Any] = {"status": {"exec_info": {"queue_remaining": remaining}}}
         if sid is not None:
             data["sid"] = sid
         return dumps("status", data)
 
-    def _send_status(self) -> None:
-        message = self.status_message()
+    def _send_status(self, box: list[int]) -> None:
+        with self._post_lock:
+            if self._unsent_status is box:
+                self._unsent_status = None
+            remaining = box[0]
+        message = self.status_message(remaining=remaining)
         for client in list(self.clients.values()):
             client.send(message)
 

@@ -6,6 +6,8 @@ import logging
 
 import torch
 
+from nodegraph import NodeInputError
+
 from .memory import module_parts
 from .vae import AutoencoderKL
 
@@ -26,8 +28,8 @@ class VAE:
 
     def check_latent(self, samples: torch.Tensor, node_input: str = "samples") -> None:
         if samples.ndim != 4 or samples.shape[1] != self.latent_channels:
-            raise ValueError(f"input '{node_input}': this VAE takes latents with {self.latent_channels} channels "
-                             f"[B, {self.latent_channels}, h, w], got shape {tuple(samples.shape)}")
+            raise NodeInputError(node_input, f"this VAE takes latents with {self.latent_channels} channels "
+                                             f"[B, {self.latent_channels}, h, w], got shape {tuple(samples.shape)}")
 
     @torch.inference_mode()
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
@@ -53,6 +55,6 @@ class VAE:
         f = self.downscale
         h, w = image.shape[1] // f * f, image.shape[2] // f * f
         if h == 0 or w == 0:
-            raise ValueError(f"input 'pixels': the image ({image.shape[2]}x{image.shape[1]}) is smaller than {f}x{f}")
+            raise NodeInputError("pixels", f"the image ({image.shape[2]}x{image.shape[1]}) is smaller than {f}x{f}")
         y, x = (image.shape[1] % f) // 2, (image.shape[2] % f) // 2
         return image[:, y:y + h, x:x + w, :]
