@@ -39,7 +39,7 @@ def test_message_sequence_of_one_prompt(server):
     types = [m["type"] for m in messages]
     start = types.index("execution_start")
     assert types[start:start + 2] == ["execution_start", "execution_cached"]
-    assert types[-3:] == ["execution_success", "status", "executing"]
+    assert types[-3:] == ["execution_success", "status", "executing"], types
     assert messages[-2]["data"] == {"status": {"exec_info": {"queue_remaining": 0}}}
     assert "status" in types[:start]  # queued: queue_remaining 1 was broadcast
 
