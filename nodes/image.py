@@ -220,6 +220,10 @@ def _keep_aspect(width: int, height: int, old_w: int, old_h: int) -> tuple[int, 
     return width, height
 
 
+def resize_image(image: torch.Tensor, width: int, height: int, method: str, crop: str = "disabled") -> torch.Tensor:
+    return bchw_to_image(upscale(image_to_bchw(image), max(1, width), max(1, height), method, crop))
+
+
 class ImageScale(Node):
     """Resizes images; a width or height of 0 keeps the aspect ratio."""
     display_name = "Upscale Image"
@@ -231,7 +235,7 @@ class ImageScale(Node):
 
     def run(self, image, upscale_method, width, height, crop):
         width, height = _keep_aspect(width, height, image.shape[2], image.shape[1])
-        return (bchw_to_image(upscale(image_to_bchw(image), width, height, upscale_method, crop)),)
+        return (resize_image(image, width, height, upscale_method, crop),)
 
 
 class ImageScaleBy(Node):
@@ -242,8 +246,7 @@ class ImageScaleBy(Node):
     outputs = (Output("IMAGE"),)
 
     def run(self, image, upscale_method, scale_by):
-        width, height = round(image.shape[2] * scale_by), round(image.shape[1] * scale_by)
-        return (bchw_to_image(upscale(image_to_bchw(image), max(1, width), max(1, height), upscale_method)),)
+        return (resize_image(image, round(image.shape[2] * scale_by), round(image.shape[1] * scale_by), upscale_method),)
 
 
 class ImageScaleToTotalPixels(Node):
@@ -256,8 +259,7 @@ class ImageScaleToTotalPixels(Node):
     def run(self, image, upscale_method, megapixels):
         total = megapixels * 1024 * 1024
         scale = (total / (image.shape[2] * image.shape[1])) ** 0.5
-        width, height = round(image.shape[2] * scale), round(image.shape[1] * scale)
-        return (bchw_to_image(upscale(image_to_bchw(image), max(1, width), max(1, height), upscale_method)),)
+        return (resize_image(image, round(image.shape[2] * scale), round(image.shape[1] * scale), upscale_method),)
 
 
 class ImagePadForOutpaint(Node):
