@@ -19,6 +19,7 @@ NODE_MODULES = [
     "nodes.latent",
     "nodes.image",
     "nodes.preprocessors",
+    "nodes.controlnet",
 ]
 
 
@@ -38,10 +39,12 @@ def register_nodes(registry) -> None:
 
 
 def prepare_default_models(folders) -> None:
-    """Make sure the embedded default checkpoint exists (see nodes.default_model)."""
+    """Make sure the embedded default checkpoint and its tiny ControlNet, LoRA and depth model exist
+    (see nodes.default_model)."""
     try:
         import torch  # noqa: F401
     except ModuleNotFoundError:
         return  # no torch, no SD nodes: nothing would use the model
-    from .default_model import ensure_default_checkpoint
+    from .default_model import ensure_default_checkpoint, ensure_default_extras
     ensure_default_checkpoint(folders)
+    ensure_default_extras(folders)

@@ -17,6 +17,7 @@ from nodegraph.registry import NodeRegistry  # noqa: E402
 
 import nodes  # noqa: E402
 from nodes.default_model import DEFAULT_CHECKPOINT  # noqa: E402
+from nodes.default_model import DEFAULT_CONTROLNET, DEFAULT_DEPTH_MODEL, DEFAULT_LORA  # noqa: E402
 
 REGISTRY = NodeRegistry()
 nodes.register_nodes(REGISTRY)
@@ -117,7 +118,52 @@ def hires_fix() -> dict:
     return w.to_json()
 
 
+def lora() -> dict:
+    w = Workflow()
+    ckpt = w.add("CheckpointLoaderSimple", (30, 200), [DEFAULT_CHECKPOINT], size=[315, 98])
+    styled = w.add("LoraLoader", (30, 400), [DEFAULT_LORA, 0.8, 0.8], size=[315, 126],
+                   model=(ckpt, 0), clip=(ckpt, 1))
+    pos = w.add("CLIPTextEncode", (400, 100), ["a red circle on a white background, in the LoRA's style"],
+                title="Positive prompt", clip=(styled, 1))
+    neg = w.add("CLIPTextEncode", (400, 350), ["blurry, low quality"], title="Negative prompt", clip=(styled, 1))
+    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
+    sampler = w.add("KSampler", (850, 200), [42, "fixed", 20, 8.0, "euler", "normal", 1.0], size=[315, 262],
+                    model=(styled, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1450, 200), ["lora"], images=(image, 0))
+    return w.to_json()
+
+
+def _controlnet(hint_node: str, hint_widgets: list, prompt: str, prefix: str, window: list) -> dict:
+    """Text-to-image steered by a ControlNet whose hint is `hint_node` run on input/example.png."""
+    w = Workflow()
+    ckpt, pos, neg = sd_base(w, prompt)
+    load = w.add("LoadImage", (30, 600), ["example.png", "image"])
+    hint = w.add(hint_node, (400, 850), hint_widgets, image=(load, 0))
+    net = w.add("ControlNetLoader", (400, 1050), [DEFAULT_CONTROLNET], size=[315, 58])
+    applied = w.add("ControlNetApplyAdvanced", (850, 600), [1.0, *window], size=[315, 186],
+                    positive=(pos, 0), negative=(neg, 0), control_net=(net, 0), image=(hint, 0))
+    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
+    sampler = w.add("KSampler", (1200, 200), [42, "fixed", 20, 8.0, "euler", "normal", 1.0], size=[315, 262],
+                    model=(ckpt, 0), positive=(applied, 0), negative=(applied, 1), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1550, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1800, 200), [prefix], images=(image, 0))
+    return w.to_json()
+
+
+def controlnet_canny() -> dict:
+    return _controlnet("Canny", [0.4, 0.8], "a red square, sharp edges", "controlnet_canny", [0.0, 1.0])
+
+
+def controlnet_depth() -> dict:
+    # Depth steers the layout; releasing it for the last 20% of the steps lets the details follow the prompt.
+    return _controlnet("DepthEstimation", [DEFAULT_DEPTH_MODEL, 0], "a red box on a table", "controlnet_depth",
+                       [0.0, 0.8])
+
+
 WORKFLOWS = {"txt2img.json": txt2img, "img2img.json": img2img, "inpaint.json": inpaint, "hires_fix.json": hires_fix}
+WORKFLOWS.update({"lora.json": lora, "controlnet_canny.json": controlnet_canny,
+                  "controlnet_depth.json": controlnet_depth})
 
 if __name__ == "__main__":
     out = ROOT / "workflows"

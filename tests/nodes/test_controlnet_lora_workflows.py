@@ -1,0 +1,106 @@
+"""End to end on the tiny models: workflows/lora.json, controlnet_canny.json and controlnet_depth.json run
+through the engine; changing a LoRA or ControlNet strength re-runs only what depends on it."""
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nodegraph import Executor, OutputCache, folders
+from nodes.default_model import ensure_default_checkpoint, ensure_default_extras
+
+from .test_workflows import pixels, prompt_of, run, saved_files
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny matrices on a shared 2-core machine: one intra-op thread is several times faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """The default checkpoint and its tiny ControlNet, LoRA and depth model, made once."""
+    base = tmp_path_factory.mktemp("tiny-models")
+    layout = folders.Folders(base)
+    ensure_default_checkpoint(layout)
+    made = ensure_default_extras(layout)
+    assert set(made) == {"controlnet", "loras", "depth"}
+    return layout.models[0]
+
+
+@pytest.fixture
+def sd_layout(layout, tiny_models):
+    shutil.copytree(tiny_models, layout.models[0], dirs_exist_ok=True)
+    rgb = np.full((64, 64, 3), 255, dtype=np.uint8)
+    rgb[16:48, 16:48] = 0  # a black square: strong edges for Canny, a depth step for the depth model
+    Image.fromarray(rgb, "RGB").save(layout.input / "example.png")
+    return layout
+
+
+def classes_run(result, prompt):
+    return sorted(prompt[n]["class_type"] for n in result.executed)
+
+
+def set_input(prompt, class_type, **values):
+    for node in prompt.values():
+        if node["class_type"] == class_type:
+            node["inputs"].update(values)
+    return prompt
+
+
+@pytest.mark.parametrize("name", ["lora.json", "controlnet_canny.json", "controlnet_depth.json"])
+def test_workflow_runs(sd_layout, library, name, caplog):
+    with caplog.at_level(logging.WARNING):
+        result = run(prompt_of(name, library), library)
+    assert "black" not in caplog.text and "no edges" not in caplog.text, "the hint is not empty"
+    files = saved_files(result, sd_layout)
+    assert len(files) == 1 and files[0].exists()
+    image = pixels(files[0])
+    assert image.shape == (64, 64, 3) and image.std() > 0
+
+
+def test_the_controlnet_steers_and_strength_zero_does_not(sd_layout, library):
+    images = []
+    for strength in (1.0, 0.0):
+        prompt = set_input(prompt_of("controlnet_canny.json", library), "ControlNetApplyAdvanced", strength=strength)
+        images.append(pixels(saved_files(run(prompt, library), sd_layout)[0]))
+    plain = set_input(prompt_of("controlnet_canny.json", library), "ControlNetApplyAdvanced", strength=0.0)
+    assert not np.array_equal(images[0], images[1])
+    assert np.array_equal(images[1], pixels(saved_files(run(plain, library), sd_layout)[0]))
+
+
+def test_lora_strength_change_reruns_only_the_lora_and_after(sd_layout, library, monkeypatch):
+    import nodes.loaders
+
+    loads = []
+    real = nodes.loaders.load_checkpoint
+    monkeypatch.setattr(nodes.loaders, "load_checkpoint", lambda *a, **k: loads.append(a) or real(*a, **k))
+    executor = Executor(OutputCache())
+    before = pixels(saved_files(run(prompt_of("txt2img.json", library), library, executor), sd_layout)[0])
+    first = run(set_input(prompt_of("lora.json", library), "LoraLoader", strength_model=0.8), library, executor)
+    prompt = set_input(prompt_of("lora.json", library), "LoraLoader", strength_model=0.5)
+    second = run(prompt, library, executor)
+    assert "CheckpointLoaderSimple" not in classes_run(second, prompt)
+    assert classes_run(second, prompt) == ["CLIPTextEncode", "CLIPTextEncode", "KSampler", "LoraLoader",
+                                           "SaveImage", "VAEDecode"]
+    assert len(loads) == 1, "the checkpoint is loaded once; LoRAs patch a clone of it"
+    a, b = (pixels(saved_files(r, sd_layout)[0]) for r in (first, second))
+    assert not np.array_equal(a, b)
+    # The base model sampled again (no output cache) after the LoRA runs sees its original weights.
+    after = pixels(saved_files(run(prompt_of("txt2img.json", library), library, Executor(OutputCache(0))),
+                               sd_layout)[0])
+    assert np.array_equal(before, after)
+
+
+def test_controlnet_strength_change_keeps_loaders_and_hint_cached(sd_layout, library):
+    executor = Executor(OutputCache())
+    run(prompt_of("controlnet_canny.json", library), library, executor)
+    prompt = set_input(prompt_of("controlnet_canny.json", library), "ControlNetApplyAdvanced", strength=0.5)
+    result = run(prompt, library, executor)
+    assert classes_run(result, prompt) == ["ControlNetApplyAdvanced", "KSampler", "SaveImage", "VAEDecode"]
