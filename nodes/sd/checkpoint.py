@@ -67,22 +67,31 @@ def load_vae_file(path: str | Path, *, device: torch.device | str | None = None,
 
 
 def checkpoint_from_state_dict(
-    sd: Mapping[str, torch.Tensor], *, device: torch.device | str = "cpu", path: Path | None = None
+    sd: Mapping[str, torch.Tensor],
+    *,
+    device: torch.device | str = "cpu",
+    path: Path | None = None,
+    consume: bool = False,
 ) -> LoadedCheckpoint:
-    """Build the models from an already-loaded single-file state dict (full key names)."""
+    """Build the models from an already-loaded single-file state dict (full key names).
+
+    consume=True empties `sd` (a dict) while loading, so each source tensor is freed as soon as its
+    cast copy exists: peak memory ≈ the loaded models instead of file + models (5.9 → ~4 GB for SD1.5).
+    """
     dev = torch.device(device)
-    unet_sd = split_by_prefix(sd, UNET_PREFIX)
+    unet_sd = _take_prefix(sd, UNET_PREFIX, consume)
     if not unet_sd:
         raise NotAnSDCheckpointError(path, f"no '{UNET_PREFIX}*' UNet weights; {describe_state_dict(sd)}")
     unet_config = unet_config_from_state_dict(unet_sd, path)
-    unet = load_weights(lambda: UNetModel(unet_config), unet_sd, "UNet", path, dev, device_policy.unet_dtype(dev))
+    unet = load_weights(lambda: UNetModel(unet_config), unet_sd, "UNet", path, dev, device_policy.unet_dtype(dev),
+                        consume=consume)
 
-    vae_sd = split_by_prefix(sd, VAE_PREFIX)
+    vae_sd = _take_prefix(sd, VAE_PREFIX, consume)
     if not vae_sd:
         raise ModelLoadError(path, f"the checkpoint has no VAE ('{VAE_PREFIX}*' keys); load a VAE file separately")
     vae_config = vae_config_from_state_dict(vae_sd, path)
     vae = load_weights(lambda: AutoencoderKL(vae_config), _vae_attention_as_conv(vae_sd), "VAE", path, dev,
-                       device_policy.vae_dtype(dev))
+                       device_policy.vae_dtype(dev), consume=consume)
 
     clip_sd = clip_state_dict_from_checkpoint(sd)
     if not clip_sd:
@@ -130,8 +139,13 @@ def load_weights(
     path: Path | None,
     device: torch.device,
     dtype: torch.dtype,
+    *,
+    consume: bool = False,
 ) -> nn.Module:
-    """Build `make()` on meta, check keys and shapes against `sd`, then assign the (cast) tensors."""
+    """Build `make()` on meta, check keys and shapes against `sd`, then assign the (cast) tensors.
+
+    consume=True pops each tensor from `sd` (a dict) as it is cast, freeing the source early.
+    """
     with torch.device("meta"):
         module = make()
     expected = module.state_dict()
@@ -146,14 +160,18 @@ def load_weights(
     if unexpected:
         log.warning("%s: ignoring %d unexpected %s weight(s): %s", path, len(unexpected), part,
                     ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else ""))
-    tensors = {k: sd[k].to(device=device, dtype=dtype if sd[k].is_floating_point() else None) for k in expected}
+    tensors = {}
+    for k in expected:
+        src = sd.pop(k) if consume else sd[k]
+        tensors[k] = src.to(device=device, dtype=dtype if src.is_floating_point() else None)
+        del src
     module.load_state_dict(tensors, strict=True, assign=True)
     return module.eval().requires_grad_(False)
 
 
 def _load_checkpoint_uncached(path: Path, dev: torch.device) -> LoadedCheckpoint:
     sd = load_state_dict(path)
-    return checkpoint_from_state_dict(sd, device=dev, path=path)
+    return checkpoint_from_state_dict(sd, device=dev, path=path, consume=True)
 
 
 def _load_vae_uncached(path: Path, dev: torch.device) -> AutoencoderKL:
@@ -165,6 +183,13 @@ def _load_vae_uncached(path: Path, dev: torch.device) -> AutoencoderKL:
     vae = load_weights(lambda: AutoencoderKL(config), sd, "VAE", path, dev, device_policy.vae_dtype(dev))
     log.info("loaded VAE %s (%s)", path, dev)
     return vae
+
+
+def _take_prefix(sd: Mapping[str, torch.Tensor], prefix: str, consume: bool) -> dict[str, torch.Tensor]:
+    if not consume:
+        return split_by_prefix(sd, prefix)
+    keys = [k for k in sd if k.startswith(prefix)]
+    return {k[len(prefix):]: sd.pop(k) for k in keys}
 
 
 def _vae_attention_as_conv(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
