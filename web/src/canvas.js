@@ -1,0 +1,549 @@
+// The canvas: the one module that knows the graph library (@comfyorg/litegraph 0.17.2, MIT).
+// Everything else talks to an Editor: register node types, load/serialize UI workflows, find
+// nodes, convert between graph and screen coordinates, and paint run state (running, progress,
+// cached, errors, images) on nodes. Swapping the library means rewriting this file only.
+//
+// Nodes handed out are the library's node objects; the rest of the app relies only on:
+// id, type, title, mode, pos, size, widgets[{name, value, options}], inputs[{name, type, link}],
+// outputs[{name, type, links}].
+
+import {
+  LiteGraph, LGraph, LGraphCanvas, LGraphNode, LGraphGroup,
+} from "../node_modules/@comfyorg/litegraph/dist/litegraph.es.js";
+
+export const MODE = Object.freeze({ ALWAYS: 0, NEVER: 2, BYPASS: 4 });
+
+const COLORS = {
+  running: "#3fdc6a", progress: "#3fdc6a", error: "#ff4d4d", cached: "#8a8f98",
+  errorBg: "rgba(60, 10, 10, 0.92)", errorText: "#ffb3b3",
+};
+
+export class Editor extends EventTarget {
+  constructor(element) {
+    super();
+    LiteGraph.release_link_on_empty_shows_menu = true;
+    LiteGraph.alt_drag_do_clone_nodes = true;
+    LiteGraph.middle_click_slot_add_default_node = true;
+    LiteGraph.snaps_for_comfy = true;
+    LiteGraph.catch_exceptions = true;
+    this.element = element;
+    this.graph = new LGraph();
+    this.canvas = new LGraphCanvas(element, this.graph, { skip_render: false });
+    this.canvas.allow_searchbox = true;
+    this.canvas.show_info = false;
+    this.canvas.render_canvas_border = false;
+    this.canvas.showSearchBox = (event, options) => {
+      this.emit("search-requested", { event, options: options ?? null });
+      return null;
+    };
+    /** Run state painted on nodes, by node id (string). */
+    this.states = new Map();
+    this.images = new Map(); // node id -> [HTMLImageElement]
+    this.nodeTypes = new Map();
+    this.#watchConnections();
+    this.#watchChanges();
+    this.#installDrawing();
+    this.resize();
+    new ResizeObserver(() => this.resize()).observe(element.parentElement ?? element);
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  // -- node types -------------------------------------------------------------------------------
+
+  /**
+   * Register a node type. `spec`: {title, category, description, inputs: [{name, type, tooltip}],
+   * outputs: [{name, type, tooltip}], outputNode, virtual, color, build(node, editor)} — `build`
+   * adds the widgets (see widgets.js).
+   */
+  registerNodeType(type, spec) {
+    const editor = this;
+    class Node extends LGraphNode {
+      constructor(title) {
+        super(title ?? spec.title);
+        this.serialize_widgets = true;
+        this.isVirtualNode = Boolean(spec.virtual);
+        for (const input of spec.inputs ?? []) {
+          const slot = this.addInput(input.name, input.type);
+          if (input.tooltip) slot.tooltip = input.tooltip;
+          if (input.label) slot.label = input.label;
+        }
+        for (const output of spec.outputs ?? []) {
+          const slot = this.addOutput(output.name, output.type);
+          if (output.tooltip) slot.tooltip = output.tooltip;
+        }
+        spec.build?.(this, editor);
+        const [w, h] = this.computeSize();
+        this.size = [Math.max(w, spec.minWidth ?? 0), h];
+        if (spec.color) this.color = spec.color;
+        if (spec.bgcolor) this.bgcolor = spec.bgcolor;
+      }
+      onDblClick(event, pos) {
+        if (editor.images.get(String(this.id))?.length && pos[1] > editor.imageTop(this)) {
+          editor.emit("image-open", { node: this });
+        }
+      }
+      getExtraMenuOptions(canvas, options) {
+        const extra = [];
+        editor.emit("node-menu", { node: this, options: extra });
+        if (extra.length) options.unshift(...extra, null);
+        return [];
+      }
+    }
+    Node.title = spec.title;
+    Node.category = spec.category ?? "";
+    Node.description = spec.description ?? "";
+    Node.nodeData = spec;
+    if (spec.size) Node.size = spec.size;
+    LiteGraph.registerNodeType(type, Node);
+    this.nodeTypes.set(type, spec);
+  }
+
+  /** Link and slot colours by type name. */
+  setTypeColors(colors) {
+    Object.assign(LGraphCanvas.link_type_colors, colors);
+    this.canvas.default_connection_color_byType = { ...colors };
+    this.setDirty();
+  }
+
+  hasNodeType(type) {
+    return this.nodeTypes.has(type);
+  }
+
+  // -- widgets ----------------------------------------------------------------------------------
+
+  /** A built-in widget: kind is "number", "combo", "text", "toggle" or "button". */
+  addWidget(node, kind, name, value, onChange, options = {}) {
+    const widget = node.addWidget(kind, name, value, (v) => onChange?.(v, widget), options);
+    return widget;
+  }
+
+  /** A widget we draw ourselves, in LiteGraph's widget protocol: {name, type, value, options,
+   * draw(ctx, node, width, y, height), mouse(event, [x, y], node), computeLayoutSize(node)}. */
+  addCustomWidget(node, widget) {
+    return node.addCustomWidget(widget);
+  }
+
+  /** The canvas-space rectangle of a widget: [x, y, width, height]. */
+  widgetRect(node, widget) {
+    const height = widget.computedHeight ? widget.computedHeight - 4 : LiteGraph.NODE_WIDGET_HEIGHT;
+    return [node.pos[0] + 15, node.pos[1] + (widget.last_y ?? widget.y ?? 0), node.size[0] - 30, height];
+  }
+
+  /** Ask the library to show its small value prompt (used for single-line text). */
+  prompt(title, value, callback, event) {
+    this.canvas.prompt(title, value, callback, event);
+  }
+
+  // -- the graph ---------------------------------------------------------------------------------
+
+  get nodes() {
+    return this.graph._nodes;
+  }
+
+  nodeById(id) {
+    return this.graph.getNodeById(Number.isNaN(Number(id)) ? id : Number(id)) ?? this.graph.getNodeById(id);
+  }
+
+  /** The node under a page (client) position, or null. */
+  nodeAt(clientX, clientY) {
+    const [x, y] = this.toGraph([clientX, clientY]);
+    return this.graph.getNodeOnPos(x, y) ?? null;
+  }
+
+  createNode(type, pos = null, { select = true } = {}) {
+    const node = LiteGraph.createNode(type);
+    if (!node) throw new Error(`unknown node type ${type}`);
+    if (pos) node.pos = [pos[0], pos[1]];
+    this.graph.beforeChange();
+    this.graph.add(node);
+    this.graph.afterChange();
+    if (select) this.canvas.selectNode(node);
+    this.changed();
+    return node;
+  }
+
+  removeNode(node) {
+    this.graph.remove(node);
+    this.changed();
+  }
+
+  connect(fromNode, outputSlot, toNode, inputSlot) {
+    return fromNode.connect(outputSlot, toNode, inputSlot);
+  }
+
+  /** The links as [id, originId, originSlot, targetId, targetSlot, type]. */
+  links() {
+    return [...this.graph._links.values()].map((l) => [l.id, l.origin_id, l.origin_slot, l.target_id, l.target_slot, l.type]);
+  }
+
+  /** The graph as a ComfyUI UI workflow (LiteGraph schema 0.4). */
+  serialize() {
+    const data = this.graph.serialize();
+    data.extra = { ...(data.extra ?? {}), ds: { scale: this.canvas.ds.scale, offset: [...this.canvas.ds.offset] } };
+    return JSON.parse(JSON.stringify(data));
+  }
+
+  /** Load a UI workflow. Returns the node types it uses that are not registered. */
+  load(workflow, { keepView = false } = {}) {
+    const missing = [...new Set((workflow.nodes ?? []).map((n) => n.type).filter((t) => !this.hasNodeType(t)))];
+    this.states.clear();
+    this.images.clear();
+    this.graph.clear();
+    this.graph.configure(structuredClone(workflow));
+    const ds = workflow.extra?.ds;
+    if (!keepView && ds?.offset && ds.scale) {
+      this.canvas.ds.scale = ds.scale;
+      this.canvas.ds.offset = [ds.offset[0], ds.offset[1]];
+    }
+    this.canvas.setDirty(true, true);
+    return missing;
+  }
+
+  clear() {
+    this.states.clear();
+    this.images.clear();
+    this.graph.clear();
+    this.canvas.setDirty(true, true);
+  }
+
+  setMode(nodes, mode) {
+    for (const node of nodes) node.mode = node.mode === mode ? MODE.ALWAYS : mode;
+    this.changed();
+  }
+
+  selectedNodes() {
+    return Object.values(this.canvas.selected_nodes ?? {});
+  }
+
+  addGroup(title, nodes) {
+    const group = new LGraphGroup(title);
+    this.graph.add(group);
+    if (nodes?.length) group.resizeTo(nodes, 10);
+    this.changed();
+    return group;
+  }
+
+  // -- the view ----------------------------------------------------------------------------------
+
+  resize() {
+    const el = this.element;
+    const ratio = Math.max(window.devicePixelRatio, 1);
+    const { width, height } = el.getBoundingClientRect();
+    if (!width || !height) return;
+    el.width = Math.round(width * ratio);
+    el.height = Math.round(height * ratio);
+    el.getContext("2d").scale(ratio, ratio);
+    this.canvas.setDirty(true, true);
+    this.canvas.draw(true, true);
+  }
+
+  /** Graph coordinates → page (client) coordinates. */
+  toClient([x, y]) {
+    const rect = this.element.getBoundingClientRect();
+    const { scale, offset } = this.canvas.ds;
+    return [rect.left + (x + offset[0]) * scale, rect.top + (y + offset[1]) * scale];
+  }
+
+  /** Page (client) coordinates → graph coordinates. */
+  toGraph([clientX, clientY]) {
+    const rect = this.element.getBoundingClientRect();
+    const { scale, offset } = this.canvas.ds;
+    return [(clientX - rect.left) / scale - offset[0], (clientY - rect.top) / scale - offset[1]];
+  }
+
+  /** Client coordinates of a node's input or output slot centre. */
+  slotClient(node, kind, index) {
+    const pos = kind === "input" ? node.getInputPos(index) : node.getOutputPos(index);
+    return this.toClient(pos);
+  }
+
+  get view() {
+    return { scale: this.canvas.ds.scale, offset: [...this.canvas.ds.offset] };
+  }
+
+  setView({ scale, offset }) {
+    if (scale) this.canvas.ds.scale = scale;
+    if (offset) this.canvas.ds.offset = [offset[0], offset[1]];
+    this.canvas.setDirty(true, true);
+  }
+
+  centerOn(node) {
+    this.canvas.centerOnNode(node);
+    this.canvas.selectNode(node);
+  }
+
+  /** Zoom and pan so every node is visible. */
+  fitView() {
+    if (!this.nodes.length) return;
+    let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+    for (const n of this.nodes) {
+      x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - LiteGraph.NODE_TITLE_HEIGHT);
+      x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+    }
+    const rect = this.element.getBoundingClientRect();
+    const margin = 40;
+    const scale = Math.min(1.25, Math.max(0.1, Math.min((rect.width - 2 * margin) / (x1 - x0), (rect.height - 2 * margin) / (y1 - y0))));
+    this.canvas.ds.scale = scale;
+    this.canvas.ds.offset = [(rect.width / scale - (x1 - x0)) / 2 - x0, (rect.height / scale - (y1 - y0)) / 2 - y0];
+    this.canvas.setDirty(true, true);
+  }
+
+  setDirty() {
+    this.canvas.setDirty(true, true);
+  }
+
+  /** Draw one frame now (the benchmark measures this). */
+  drawNow() {
+    this.canvas.draw(true, true);
+  }
+
+  // -- run state on nodes ------------------------------------------------------------------------
+
+  /** Merge `patch` into a node's state: {running, progress (0..1), cached, error: {messages, inputs}}. */
+  setState(id, patch) {
+    const key = String(id);
+    const next = { ...(this.states.get(key) ?? {}), ...patch };
+    for (const [k, v] of Object.entries(next)) if (v === undefined || v === null || v === false) delete next[k];
+    if (Object.keys(next).length) this.states.set(key, next);
+    else this.states.delete(key);
+    this.setDirty();
+  }
+
+  /** Remove one kind of state (e.g. "error", "cached") from every node. */
+  clearStates(...kinds) {
+    for (const [key, state] of this.states) {
+      for (const kind of kinds) delete state[kind];
+      if (!Object.keys(state).length) this.states.delete(key);
+    }
+    this.setDirty();
+  }
+
+  stateOf(id) {
+    return this.states.get(String(id)) ?? {};
+  }
+
+  /** Show images (HTMLImageElements) in a node, growing it so they fit. */
+  setImages(id, images) {
+    const key = String(id);
+    if (!images?.length) { this.images.delete(key); this.setDirty(); return; }
+    this.images.set(key, images);
+    const node = this.nodeById(id);
+    if (node) {
+      const top = this.imageTop(node);
+      if (node.size[1] < top + 220) node.setSize([Math.max(node.size[0], 256), top + 220]);
+    }
+    this.setDirty();
+  }
+
+  /** Y (relative to the node) below which images are drawn: under the last widget or slot. */
+  imageTop(node) {
+    let top = Math.max(node.inputs?.length ?? 0, node.outputs?.length ?? 0) * LiteGraph.NODE_SLOT_HEIGHT + 8;
+    for (const w of node.widgets ?? []) {
+      const h = w.computedHeight ?? LiteGraph.NODE_WIDGET_HEIGHT + 4;
+      top = Math.max(top, (w.last_y ?? w.y ?? 0) + h);
+    }
+    return top;
+  }
+
+  #installDrawing() {
+    const editor = this;
+    const proto = LGraphNode.prototype;
+    const originalForeground = proto.onDrawForeground;
+    proto.onDrawForeground = function (ctx, canvas) {
+      originalForeground?.call(this, ctx, canvas);
+      editor.#drawImages(this, ctx);
+      editor.#drawState(this, ctx);
+    };
+  }
+
+  #drawImages(node, ctx) {
+    const images = this.images.get(String(node.id));
+    if (!images?.length || node.flags?.collapsed) return;
+    const top = this.imageTop(node) + 4;
+    const [w, h] = node.size;
+    const areaW = w - 10;
+    const areaH = h - top - 6;
+    if (areaH < 16) return;
+    const columns = Math.ceil(Math.sqrt(images.length));
+    const rows = Math.ceil(images.length / columns);
+    const cellW = areaW / columns;
+    const cellH = areaH / rows;
+    images.forEach((img, i) => {
+      if (!img.complete || !img.naturalWidth) return;
+      const scale = Math.min(cellW / img.naturalWidth, cellH / img.naturalHeight);
+      const dw = img.naturalWidth * scale;
+      const dh = img.naturalHeight * scale;
+      const x = 5 + (i % columns) * cellW + (cellW - dw) / 2;
+      const y = top + Math.floor(i / columns) * cellH + (cellH - dh) / 2;
+      ctx.imageSmoothingEnabled = scale < 1;
+      ctx.drawImage(img, x, y, dw, dh);
+      ctx.imageSmoothingEnabled = true;
+    });
+  }
+
+  #drawState(node, ctx) {
+    const state = this.states.get(String(node.id));
+    if (!state) return;
+    const titleHeight = LiteGraph.NODE_TITLE_HEIGHT;
+    const [w, h] = node.flags?.collapsed ? [node._collapsed_width ?? 80, 0] : node.size;
+    ctx.save();
+    const outline = (color, width, dash = []) => {
+      ctx.strokeStyle = color;
+      ctx.lineWidth = width;
+      ctx.setLineDash(dash);
+      ctx.beginPath();
+      ctx.roundRect(-width, -titleHeight - width, w + 2 * width, h + titleHeight + 2 * width, 8);
+      ctx.stroke();
+      ctx.setLineDash([]);
+    };
+    if (state.cached) {
+      outline(COLORS.cached, 1.5, [6, 4]);
+      ctx.font = "11px sans-serif";
+      ctx.fillStyle = COLORS.cached;
+      ctx.textAlign = "right";
+      ctx.fillText("cached", w - 8, -titleHeight * 0.35);
+    }
+    if (state.running) outline(COLORS.running, 3);
+    if (state.progress !== undefined && !node.flags?.collapsed) {
+      ctx.fillStyle = "rgba(0,0,0,0.35)";
+      ctx.fillRect(0, 0, w, 5);
+      ctx.fillStyle = COLORS.progress;
+      ctx.fillRect(0, 0, w * Math.max(0, Math.min(1, state.progress)), 5);
+    }
+    if (state.error) {
+      outline(COLORS.error, 3);
+      if (!node.flags?.collapsed) {
+        for (const [name, message] of Object.entries(state.error.inputs ?? {})) {
+          const widget = node.widgets?.find((x) => x.name === name);
+          ctx.strokeStyle = COLORS.error;
+          ctx.lineWidth = 2;
+          if (widget) {
+            const height = widget.computedHeight ? widget.computedHeight - 4 : LiteGraph.NODE_WIDGET_HEIGHT;
+            ctx.beginPath();
+            ctx.roundRect(12, (widget.last_y ?? widget.y) - 2, w - 24, height + 4, 8);
+            ctx.stroke();
+          } else {
+            const index = node.inputs?.findIndex((x) => x.name === name) ?? -1;
+            if (index >= 0) {
+              const pos = node.getInputPos(index);
+              ctx.beginPath();
+              ctx.arc(pos[0] - node.pos[0], pos[1] - node.pos[1], 7, 0, Math.PI * 2);
+              ctx.stroke();
+            }
+          }
+          void message;
+        }
+      }
+      const lines = (state.error.messages ?? []).slice(0, 6);
+      if (lines.length) {
+        ctx.font = "12px sans-serif";
+        ctx.textAlign = "left";
+        const wrapped = lines.flatMap((line) => wrapText(ctx, line, Math.max(w, 220) - 16));
+        const boxH = wrapped.length * 16 + 10;
+        ctx.fillStyle = COLORS.errorBg;
+        ctx.beginPath();
+        ctx.roundRect(0, h + 8, Math.max(w, 220), boxH, 6);
+        ctx.fill();
+        ctx.strokeStyle = COLORS.error;
+        ctx.lineWidth = 1;
+        ctx.stroke();
+        ctx.fillStyle = COLORS.errorText;
+        wrapped.forEach((line, i) => ctx.fillText(line, 8, h + 8 + 18 + i * 16));
+      }
+    }
+    ctx.restore();
+  }
+
+  // -- connections -------------------------------------------------------------------------------
+
+  #watchConnections() {
+    const connector = this.canvas.linkConnector;
+    let created = false;
+    connector.events.addEventListener("link-created", () => { created = true; });
+    connector.events.addEventListener("after-drop-links", (e) => {
+      const { renderLinks, event } = e.detail;
+      const wasCreated = created;
+      created = false;
+      if (wasCreated || !renderLinks?.length) return;
+      const from = renderLinks[0];
+      const connectingTo = connector.state.connectingTo;
+      const node = this.graph.getNodeOnPos(event.canvasX, event.canvasY);
+      if (!node || node === from.node) return;
+      const fromType = from.fromSlot?.type ?? "*";
+      let reason = null;
+      if (connectingTo === "input") {
+        const input = node.getInputOnPos([event.canvasX, event.canvasY]);
+        if (input && !LiteGraph.isValidConnection(fromType, input.type)) {
+          reason = `Cannot connect ${fromType} to input “${input.name}” of ${node.title}: it takes ${input.type}.`;
+        } else if (!input && !(node.inputs ?? []).some((i) => LiteGraph.isValidConnection(fromType, i.type))) {
+          reason = `${node.title} has no input that takes ${fromType}.`;
+        }
+      } else if (connectingTo === "output") {
+        const output = node.getOutputOnPos([event.canvasX, event.canvasY]);
+        if (output && !LiteGraph.isValidConnection(output.type, fromType)) {
+          reason = `Cannot connect output “${output.name}” (${output.type}) of ${node.title} to an input that takes ${fromType}.`;
+        }
+      }
+      if (reason) this.emit("connection-refused", { reason, node });
+    });
+  }
+
+  // -- changes -----------------------------------------------------------------------------------
+
+  /** Tell listeners the graph changed (undo checkpoints, autosave). Debounced. */
+  changed() {
+    clearTimeout(this._changeTimer);
+    this._changeTimer = setTimeout(() => this.emit("change", {}), 150);
+  }
+
+  #watchChanges() {
+    const el = this.element;
+    el.addEventListener("pointerup", () => this.changed());
+    el.addEventListener("keyup", () => this.changed());
+    this.graph.onAfterChange = () => this.changed();
+    this.graph.onNodeAdded = (node) => this.emit("node-added", { node });
+    this.graph.onNodeRemoved = (node) => {
+      this.states.delete(String(node.id));
+      this.images.delete(String(node.id));
+      this.emit("node-removed", { node });
+    };
+  }
+
+  // -- keyboard helpers the app binds ------------------------------------------------------------
+
+  copy() { this.canvas.copyToClipboard(); }
+  paste() { this.canvas.pasteFromClipboard({}); this.changed(); }
+  deleteSelected() { this.canvas.deleteSelected(); this.changed(); }
+  selectAll() { this.canvas.selectItems(); }
+}
+
+function wrapText(ctx, text, width) {
+  const out = [];
+  for (const paragraph of String(text).split("\n")) {
+    let line = "";
+    for (const word of paragraph.split(" ")) {
+      const next = line ? `${line} ${word}` : word;
+      if (ctx.measureText(next).width > width && line) {
+        out.push(line);
+        line = word;
+      } else {
+        line = next;
+      }
+    }
+    out.push(line);
+  }
+  return out;
+}
+
+/** Text width in the canvas font, for sizing widgets. */
+export function measureText(text, font = "12px sans-serif") {
+  const ctx = measureText.ctx ??= document.createElement("canvas").getContext("2d");
+  ctx.font = font;
+  return ctx.measureText(text).width;
+}
+
+export const WIDGET_HEIGHT = LiteGraph.NODE_WIDGET_HEIGHT;
+export const TITLE_HEIGHT = LiteGraph.NODE_TITLE_HEIGHT;

@@ -1,0 +1,57 @@
+// Undo / redo by snapshots: after each edit the graph is serialized and compared with the last
+// state (the view — pan and zoom — is not an edit). Ctrl+Z / Ctrl+Y / Ctrl+Shift+Z.
+
+const LIMIT = 50;
+
+function key(workflow) {
+  const { extra, ...rest } = workflow;
+  const { ds, ...extraRest } = extra ?? {};
+  return JSON.stringify({ ...rest, extra: extraRest });
+}
+
+export class UndoHistory {
+  constructor(editor) {
+    this.editor = editor;
+    this.undoStack = [];
+    this.redoStack = [];
+    this.current = null;
+    this.restoring = false;
+  }
+
+  /** Start over from the graph as it is (after loading a workflow). */
+  reset() {
+    this.undoStack = [];
+    this.redoStack = [];
+    this.current = key(this.editor.serialize());
+  }
+
+  /** Record the graph if it changed since the last checkpoint. */
+  checkpoint() {
+    if (this.restoring) return;
+    const now = key(this.editor.serialize());
+    if (now === this.current) return;
+    if (this.current !== null) {
+      this.undoStack.push(this.current);
+      if (this.undoStack.length > LIMIT) this.undoStack.shift();
+    }
+    this.redoStack = [];
+    this.current = now;
+  }
+
+  undo() { return this.#move(this.undoStack, this.redoStack); }
+  redo() { return this.#move(this.redoStack, this.undoStack); }
+
+  #move(from, to) {
+    this.checkpoint();
+    if (!from.length) return false;
+    to.push(this.current);
+    this.current = from.pop();
+    this.restoring = true;
+    try {
+      this.editor.load(JSON.parse(this.current), { keepView: true });
+    } finally {
+      this.restoring = false;
+    }
+    return true;
+  }
+}
