@@ -15,13 +15,14 @@ from safetensors.torch import save_file
 from nodes.sd.controlnet import ORIGINAL_PREFIX, ControlNetConfig, ControlNetModel
 from nodes.sd.diffusers_keys import unet_diffusers_to_ldm
 from nodes.sd.tiny import TINY_CLIP_HIDDEN, TINY_UNET_CONFIG, _init_weights, tiny_clip_config_kwargs
-from nodes.sd.unet import UNetModel
+from nodes.sd.unet import UNetConfig, UNetModel
 
 TINY_HINT_BLOCK_CHANNELS = (16, 16, 32, 32)  # three stride-2 steps: hint at 8× the latent, as SD1.5
 TINY_CONTROLNET_CONFIG = ControlNetConfig(unet=TINY_UNET_CONFIG, hint_channels=3,
                                           hint_block_channels=TINY_HINT_BLOCK_CHANNELS)
-_ATTENTION_LAYERS = (".to_q", ".to_k", ".to_v", ".to_out.0")
-_CLIP_LAYERS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
+ATTENTION_LAYERS = (".to_q", ".to_k", ".to_v", ".to_out.0")  # diffusers names in the UNet's transformers
+CLIP_ATTENTION_LAYERS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")
+CLIP_LAYERS = CLIP_ATTENTION_LAYERS + ("mlp.fc1", "mlp.fc2")
 
 
 def tiny_controlnet_model(*, seed: int = 0, hint_channels: int = 3) -> ControlNetModel:
@@ -45,17 +46,27 @@ def make_tiny_controlnet(path: str | Path, *, seed: int = 0, hint_channels: int 
 
 def tiny_lora_state_dict(*, seed: int = 0, rank: int = 4, alpha: float = 4.0) -> dict[str, torch.Tensor]:
     """kohya-format LoRA for every attention projection of the tiny UNet and every q/k/v/out/fc layer of
-    the tiny CLIP. Random up *and* down (a trained LoRA, not a fresh one whose up is 0): ΔW ≈ 0.3·|W|."""
+    the tiny CLIP."""
+    return random_lora_state_dict(TINY_UNET_CONFIG, tiny_clip_config_kwargs(TINY_CLIP_HIDDEN),
+                                  seed=seed, rank=rank, alpha=alpha)
+
+
+def random_lora_state_dict(unet_config: UNetConfig, clip_config: dict, *, seed: int = 0, rank: int = 4,
+                           alpha: float = 4.0, unet_layers=ATTENTION_LAYERS, clip_layers=CLIP_LAYERS
+                           ) -> dict[str, torch.Tensor]:
+    """kohya-format LoRA (`lora_unet_<diffusers path>` / `lora_te_<path>`, `.lora_up/.lora_down/.alpha`)
+    on the UNet weights whose diffusers name ends with one of `unet_layers` and the CLIP layers named
+    in `clip_layers` (clip_config: transformers.CLIPTextConfig arguments). Random up *and* down (a
+    trained LoRA, not a fresh one whose up is 0), sized so that ΔW ≈ 0.3·|W|."""
     g = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
-        unet_shapes = {k: v.shape for k, v in UNetModel(TINY_UNET_CONFIG).state_dict().items()}
+        unet_shapes = {k: v.shape for k, v in UNetModel(unet_config).state_dict().items()}
     layers = [(f"lora_unet_{d[:-len('.weight')].replace('.', '_')}", unet_shapes[l])
-              for d, l in sorted(unet_diffusers_to_ldm(TINY_UNET_CONFIG).items())
-              if d.endswith(".weight") and d[:-len(".weight")].endswith(_ATTENTION_LAYERS)]
-    clip = tiny_clip_config_kwargs(TINY_CLIP_HIDDEN)
-    hidden, inner = clip["hidden_size"], clip["intermediate_size"]
-    for i in range(clip["num_hidden_layers"]):
-        for name in _CLIP_LAYERS:
+              for d, l in sorted(unet_diffusers_to_ldm(unet_config).items())
+              if d.endswith(".weight") and d[:-len(".weight")].endswith(tuple(unet_layers))]
+    hidden, inner = clip_config["hidden_size"], clip_config["intermediate_size"]
+    for i in range(clip_config["num_hidden_layers"]):
+        for name in clip_layers:
             shape = {"mlp.fc1": (inner, hidden), "mlp.fc2": (hidden, inner)}.get(name, (hidden, hidden))
             layers.append((f"lora_te_text_model_encoder_layers_{i}_{name.replace('.', '_')}", torch.Size(shape)))
     sd = {}
