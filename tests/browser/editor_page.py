@@ -119,8 +119,14 @@ class EditorPage:
     def add_node_by_search(self, query: str, at) -> int:
         """Double-click the canvas at `at`, type `query`, press Enter; returns the new node's id."""
         before = {n["id"] for n in self.nodes()}
-        self.page.mouse.dblclick(*at)
-        self.page.wait_for_selector(".ng-search input")
+        for attempt in range(3):  # on a busy machine the two clicks may arrive too far apart
+            self.page.mouse.dblclick(*at)
+            try:
+                self.page.wait_for_selector(".ng-search input", timeout=4000)
+                break
+            except Exception:
+                if attempt == 2:
+                    raise
         self.page.keyboard.type(query)
         self.page.keyboard.press("Enter")
         self.page.wait_for_function("n => nodegraph.editor.nodes.length > n", arg=len(before))

@@ -106,9 +106,28 @@ def test_interrupt_stops_a_run(editor):
     assert 0 < editor.state(sampler)["progress"] < 1  # the bar on the running node
     assert editor.state(sampler)["running"] is True
     save_doc_screenshot(page, "running-progress")
+    page.click("#queue-counter")
+    page.wait_for_selector("#queue-panel .ng-queue-item.running")
+    save_doc_screenshot(page, "queue-panel")
     page.click("#btn-interrupt")
     interrupted = editor.wait_event("execution_interrupted", since, timeout=30)
     assert str(interrupted["data"]["node_id"]) == str(sampler)
     page.wait_for_selector(".ng-toast >> text=Interrupted")
     page.wait_for_function("document.querySelector('#queue-counter').textContent === 'Queue: 0'")
     assert editor.state(sampler) == {}
+
+
+def test_search_and_category_menu_add_nodes(editor):
+    page = editor.page
+    page.click("#btn-new")
+    page.click("#btn-search")
+    page.keyboard.type("sampler")
+    first = page.wait_for_selector(".ng-search li.selected")
+    assert first.get_attribute("data-type") in ("KSampler", "KSamplerAdvanced")
+    save_doc_screenshot(page, "node-search")
+    page.keyboard.press("Escape")
+    assert page.query_selector(".ng-search") is None
+    page.click("#btn-add")
+    page.hover(".ng-menu .item.submenu >> text=latent")
+    page.click(".ng-menu .item[data-type='EmptyLatentImage']")
+    assert [n["type"] for n in editor.nodes()] == ["EmptyLatentImage"]

@@ -278,3 +278,9 @@ def test_delete_undo_redo_and_copy_paste(editor):
     page.keyboard.press("Control+v")
     page.wait_for_function("nodegraph.editor.nodes.length === 8")
     assert len(editor.node_ids_of("EmptyLatentImage")) == 2
+
+
+def test_the_default_graph_is_the_example_txt2img():
+    web_copy = Path(__file__).resolve().parents[2] / "web" / "src" / "default_workflow.json"
+    assert json.loads(web_copy.read_text()) == json.loads((WORKFLOWS / "txt2img.json").read_text()), \
+        "copy workflows/txt2img.json to web/src/default_workflow.json"

@@ -244,7 +244,7 @@ export function promptToWorkflow(prompt, defs) {
     const socketInputs = declared.filter((s) => !isWidgetInput(s));
     const constants = Object.fromEntries(Object.entries(entry.inputs ?? {}).filter(([, v]) => !isLink(v)));
     const node = {
-      id: uiId.get(id), type: entry.class_type, pos: [0, 0], size: [315, 120], flags: {}, order: 0, mode: MODE_ALWAYS,
+      id: uiId.get(id), type: entry.class_type, pos: [0, 0], flags: {}, order: 0, mode: MODE_ALWAYS,
       inputs: socketInputs.map((s) => ({ name: s.name, type: s.type, link: null })),
       outputs: (def?.output ?? []).map((type, i) => ({ name: def.output_name?.[i] ?? type, type, links: [], slot_index: i })),
       properties: { "Node name for S&R": entry.class_type },
@@ -288,9 +288,13 @@ export function promptToWorkflow(prompt, defs) {
     let y = 80;
     for (const id of members) {
       const node = byId.get(id);
-      const widgetCount = node.widgets_values.length;
-      const height = 46 + Math.max(node.inputs.length, node.outputs.length) * 20 + widgetCount * 24 + 10;
-      node.size = [315, height];
+      // Sizes are left to the editor (each node type knows its own); this estimate only spaces
+      // the column, generously: multi-line text gets a taller slot.
+      const def = defs[node.type];
+      const widgets = def ? declaredInputs(def).filter(isWidgetInput) : [];
+      const widgetHeight = widgets.reduce((h, s) => h + (s.options.multiline ? 64 : 24) + (hasSeedControl(s) ? 24 : 0), 0);
+      const height = 30 + Math.max(node.inputs.length, node.outputs.length) * 20 + widgetHeight + 16;
+      delete node.size;
       node.pos = [60 + l * 420, y];
       y += height + 70;
     }
@@ -298,6 +302,6 @@ export function promptToWorkflow(prompt, defs) {
   nodes.forEach((n, i) => { n.order = i; });
   return {
     last_node_id: Math.max(0, ...nodes.map((n) => n.id)), last_link_id: linkId,
-    nodes, links, groups: [], config: {}, extra: { ds: { scale: 1, offset: [0, 0] } }, version: 0.4,
+    nodes, links, groups: [], config: {}, extra: {}, version: 0.4, // no view: the editor fits it
   };
 }
