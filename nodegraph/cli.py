@@ -51,19 +51,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUNTIME
 
 
+def _common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """Options accepted before and after the command. Only the top level sets defaults: argparse
+    would otherwise let a sub-command's defaults overwrite `nodegraph --base-dir X run ...`."""
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("-v", "--verbose", action="store_true", default=default(False), help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default(False), help="only warnings and errors")
+    parser.add_argument("--base-dir", type=Path, default=default(None),
+                        help="root of models/, input/, output/, temp/, user/ (default: $NODEGRAPH_HOME or .)")
+    parser.add_argument("--models-dir", type=Path, action="append", default=default([]),
+                        help="a models folder (e.g. an existing ComfyUI models/); repeatable, searched in order")
+    parser.add_argument("--input-dir", type=Path, default=default(None))
+    parser.add_argument("--output-dir", type=Path, default=default(None), help="where Save Image writes")
+    parser.add_argument("--custom-nodes", type=Path, default=default(None), help="a folder of custom node packs")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    common.add_argument("--base-dir", type=Path, default=None,
-                        help="root of models/, input/, output/, temp/, user/ (default: $NODEGRAPH_HOME or .)")
-    common.add_argument("--models-dir", type=Path, action="append", default=[],
-                        help="a models folder (e.g. an existing ComfyUI models/); repeatable, searched in order")
-    common.add_argument("--input-dir", type=Path, default=None)
-    common.add_argument("--output-dir", type=Path, default=None, help="where Save Image writes")
-    common.add_argument("--custom-nodes", type=Path, default=None, help="a folder of custom node packs")
+    _common_options(common, defaults=False)
 
-    parser = argparse.ArgumentParser(prog="nodegraph", description=__doc__.splitlines()[0], parents=[common])
+    parser = argparse.ArgumentParser(prog="nodegraph", description=__doc__.splitlines()[0])
+    _common_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="run a workflow (UI or API JSON, or a PNG)")

@@ -75,7 +75,7 @@ def txt2img() -> dict:
     sampler = w.add("KSampler", (850, 200), [42, "fixed", 20, 8.0, "euler", "normal", 1.0], size=[315, 262],
                     model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
     image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
-    w.add("SaveImage", (1450, 200), ["nodegraph"], images=(image, 0))
+    w.add("SaveImage", (1560, 200), ["nodegraph"], images=(image, 0))
     return w.to_json()
 
 
@@ -87,7 +87,7 @@ def img2img() -> dict:
     sampler = w.add("KSampler", (850, 200), [7, "fixed", 20, 8.0, "dpmpp_2m", "karras", 0.6],
                     model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(encoded, 0))
     image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
-    w.add("SaveImage", (1450, 200), ["img2img"], images=(image, 0))
+    w.add("SaveImage", (1560, 200), ["img2img"], images=(image, 0))
     return w.to_json()
 
 
@@ -100,7 +100,7 @@ def inpaint() -> dict:
     sampler = w.add("KSampler", (850, 200), [3, "fixed", 20, 8.0, "euler_ancestral", "normal", 1.0],
                     model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(masked, 0))
     image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
-    w.add("SaveImage", (1450, 200), ["inpaint"], images=(image, 0))
+    w.add("SaveImage", (1560, 200), ["inpaint"], images=(image, 0))
     return w.to_json()
 
 
@@ -113,8 +113,8 @@ def hires_fix() -> dict:
     bigger = w.add("LatentUpscaleBy", (850, 450), ["nearest-exact", 1.5], samples=(first, 0))
     second = w.add("KSampler", (1200, 100), [11, "fixed", 12, 8.0, "dpmpp_2m", "karras", 0.5], title="Hires pass",
                    model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(bigger, 0))
-    image = w.add("VAEDecode", (1550, 100), vae=(ckpt, 2), samples=(second, 0))
-    w.add("SaveImage", (1800, 100), ["hires"], images=(image, 0))
+    image = w.add("VAEDecode", (1560, 100), vae=(ckpt, 2), samples=(second, 0))
+    w.add("SaveImage", (1900, 100), ["hires"], images=(image, 0))
     return w.to_json()
 
 
@@ -130,7 +130,7 @@ def lora() -> dict:
     sampler = w.add("KSampler", (850, 200), [42, "fixed", 20, 8.0, "euler", "normal", 1.0], size=[315, 262],
                     model=(styled, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
     image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
-    w.add("SaveImage", (1450, 200), ["lora"], images=(image, 0))
+    w.add("SaveImage", (1560, 200), ["lora"], images=(image, 0))
     return w.to_json()
 
 

@@ -3,6 +3,8 @@
 """
 from __future__ import annotations
 
+import logging
+
 import asyncio
 import mimetypes
 import os
@@ -169,6 +171,10 @@ def routes(state: "ServerState") -> "RouteList":
 def add_static(app: web.Application, state: "ServerState") -> None:
     """The editor: `web/index.html` at `/` and its files below, never outside the web root."""
     root = state.web_root
+    if root is not None and not (root / "node_modules" / "@comfyorg" / "litegraph").is_dir():
+        logging.getLogger(__name__).warning(
+            "the editor's canvas library is missing from %s/node_modules: run `npm ci --prefix web` "
+            "(or ./scripts/test, which does it) and reload the page", root)
 
     async def static(request: web.Request) -> web.StreamResponse:
         rel = request.match_info.get("path", "")

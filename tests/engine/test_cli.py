@@ -98,3 +98,14 @@ def test_convert_and_nodes(home, capsys):
     assert main(["nodes", "--json", "Number"]) == 0
     assert json.loads(capsys.readouterr().out)["Number"]["python_module"] == "custom_nodes.toy"
     assert main(["nodes", "NoSuchNode"]) == 2
+
+
+def test_common_options_work_before_and_after_the_command(home, tmp_path, capsys):
+    path = write(home, "wf.json", CHAIN)
+    for argv in (["--output-dir", str(tmp_path / "a"), "run", str(path)],
+                 ["run", "--output-dir", str(tmp_path / "b"), str(path)]):
+        assert main(argv) == 0
+    from nodegraph import folders
+    assert folders.current().output == (tmp_path / "b").resolve()
+    assert main(["--output-dir", str(tmp_path / "c"), "validate", str(path)]) == 0
+    assert folders.current().output == (tmp_path / "c").resolve(), "the option before the command was kept"
