@@ -147,7 +147,7 @@ def _controlnet(hint_node: str, hint_widgets: list, prompt: str, prefix: str, wi
     sampler = w.add("KSampler", (1200, 200), [42, "fixed", 20, 8.0, "euler", "normal", 1.0], size=[315, 262],
                     model=(ckpt, 0), positive=(applied, 0), negative=(applied, 1), latent_image=(latent, 0))
     image = w.add("VAEDecode", (1550, 200), vae=(ckpt, 2), samples=(sampler, 0))
-    w.add("SaveImage", (1800, 200), [prefix], images=(image, 0))
+    w.add("SaveImage", (1900, 200), [prefix], images=(image, 0))
     return w.to_json()
 
 
