@@ -5,7 +5,7 @@ Writes a full-size SD1.5-shaped fp16 checkpoint with random weights (~2.1 GB, ne
 checkpoint load, UNet forward at 256² and 512² (batch 2 = a CFG pair), VAE decode at 512², fp32 CPU.
 Also reports how far the two implementations' outputs differ on full-size weights.
 
-    python bench/bench_sd_stack.py                 # ~5-10 min on 2 CPU cores
+    python bench/bench_sd_stack.py                 # ~10-15 min on 2 busy CPU cores
     python bench/bench_sd_stack.py --sizes 256 --steps 1
 """
 from __future__ import annotations
@@ -100,71 +100,90 @@ def load_models(impl: str, path: Path):
     return unet, decode, keep
 
 
-def worker(impl: str, path: Path, sizes: list[int], steps: int, out_dir: Path) -> dict:
+def memory_worker(impl: str, path: Path, out_dir: Path) -> dict:
+    """Load, one 512² UNet call and one 512² decode: load time, RSS after load, peak RSS, outputs."""
     torch.set_num_threads(2)
-    result: dict = {"impl": impl}
     t0 = time.perf_counter()
     unet, decode, _keep = load_models(impl, path)
-    result["load_s"] = time.perf_counter() - t0
-    result["rss_after_load_gb"] = peak_rss_gb()
-    outputs = {}
+    result = {"load_s": time.perf_counter() - t0, "rss_after_load_gb": peak_rss_gb()}
     with torch.inference_mode():
-        for size in sizes:
-            x, t, ctx = inputs(size)
-            times = []
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                eps = unet(x, t, ctx)
-                times.append(time.perf_counter() - t0)
-            result[f"unet_{size}_s"] = min(times)
-            outputs[f"unet_{size}"] = eps
-        g = torch.Generator().manual_seed(7)
-        z = torch.randn(1, 4, 64, 64, generator=g)
-        t0 = time.perf_counter()
-        outputs["vae_512"] = decode(z)
-        result["vae_decode_512_s"] = time.perf_counter() - t0
+        outputs = {"unet_512": unet(*inputs(512)), "vae_512": decode(latent())}
     result["peak_rss_gb"] = peak_rss_gb()
     torch.save(outputs, out_dir / f"outputs-{impl}.pt")
     return result
+
+
+def timing_worker(path: Path, sizes: list[int], steps: int) -> dict:
+    """Both implementations in one process, calls alternated and the minimum kept: the machine is
+    shared, and alternating makes background load hit both sides alike."""
+    torch.set_num_threads(2)
+    models = {impl: load_models(impl, path) for impl in ("ours", "diffusers")}
+    times: dict[str, dict[str, float]] = {impl: {} for impl in models}
+    with torch.inference_mode():
+        for impl, (unet, _, _) in models.items():  # warm-up: oneDNN primitive creation, allocator
+            unet(*inputs(min(sizes)))
+        for _ in range(steps):
+            for size in sizes:
+                for impl, (unet, _, _) in models.items():
+                    t0 = time.perf_counter()
+                    unet(*inputs(size))
+                    dt = time.perf_counter() - t0
+                    times[impl][f"unet_{size}_s"] = min(dt, times[impl].get(f"unet_{size}_s", float("inf")))
+            for impl, (_, decode, _) in models.items():
+                t0 = time.perf_counter()
+                decode(latent())
+                dt = time.perf_counter() - t0
+                times[impl]["vae_decode_512_s"] = min(dt, times[impl].get("vae_decode_512_s", float("inf")))
+    return times
+
+
+def latent() -> torch.Tensor:
+    return torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(7))
+
+
+def run_worker(args, *extra) -> dict:
+    cmd = [sys.executable, __file__, "--workdir", str(args.workdir), "--steps", str(args.steps),
+           "--sizes", *map(str, args.sizes), "--worker", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"worker {extra} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/nodegraph-bench"))
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    ap.add_argument("--steps", type=int, default=1, help="timed UNet calls per size (the minimum is reported)")
-    ap.add_argument("--worker", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
+    ap.add_argument("--steps", type=int, default=2, help="timed calls per size and implementation (min is kept)")
+    ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     ckpt = args.workdir / "sd15-random-fp16.safetensors"
 
     if args.worker:
-        print(json.dumps(worker(args.worker, ckpt, args.sizes, args.steps, args.workdir)))
+        if args.worker[0] == "memory":
+            print(json.dumps(memory_worker(args.worker[1], ckpt, args.workdir)))
+        else:
+            print(json.dumps(timing_worker(ckpt, args.sizes, args.steps)))
         return
 
     if not ckpt.exists():
         t0 = time.perf_counter()
         write_checkpoint(ckpt)
         print(f"wrote {ckpt} ({ckpt.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s", flush=True)
-    results = {}
-    for impl in ("ours", "diffusers"):
-        cmd = [sys.executable, __file__, "--worker", impl, "--workdir", str(args.workdir), "--steps", str(args.steps),
-               "--sizes", *map(str, args.sizes)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(impl, results[impl], flush=True)
+    results = {impl: run_worker(args, "memory", impl) for impl in ("ours", "diffusers")}
+    print("memory:", results, flush=True)
+    for impl, times in run_worker(args, "timing").items():
+        results[impl].update(times)
 
     ours, ref = (torch.load(args.workdir / f"outputs-{i}.pt") for i in ("ours", "diffusers"))
-    print(f"\nSD stack, fp32 CPU, torch {torch.__version__}, 2 threads, batch 2 for the UNet")
-    print(f"{'metric':<22}{'ours':>10}{'diffusers':>12}{'ours/diffusers':>16}")
+    print(f"\nSD stack, fp32 CPU, torch {torch.__version__}, 2 threads, UNet batch 2 (a CFG pair), VAE batch 1")
+    print(f"{'metric':<20}{'ours':>10}{'diffusers':>12}{'ours/diffusers':>16}")
     for key in results["ours"]:
-        if key == "impl":
-            continue
         a, b = results["ours"][key], results["diffusers"][key]
-        print(f"{key:<22}{a:>10.2f}{b:>12.2f}{a / b:>16.2f}")
+        print(f"{key:<20}{a:>10.2f}{b:>12.2f}{a / b:>16.2f}")
     for key in ours:
         err = (ours[key] - ref[key]).abs().max().item()
-        scale = ref[key].abs().max().item()
-        print(f"max |ours - diffusers| {key}: {err:.2e} (output max {scale:.2f})")
+        print(f"max |ours - diffusers| {key}: {err:.2e} (output max {ref[key].abs().max().item():.2f})")
 
 
 if __name__ == "__main__":

@@ -171,7 +171,11 @@ def load_weights(
 
 def _load_checkpoint_uncached(path: Path, dev: torch.device) -> LoadedCheckpoint:
     sd = load_state_dict(path)
-    return checkpoint_from_state_dict(sd, device=dev, path=path, consume=True)
+    ck = checkpoint_from_state_dict(sd, device=dev, path=path, consume=True)
+    # safetensors tensors are views of one private mmap of the whole file; if the CLIP tensors kept
+    # viewing it, the entire file would stay mapped (and counted in RSS) after UNet/VAE were cast.
+    ck.clip_state_dict = {k: v.clone() for k, v in ck.clip_state_dict.items()}
+    return ck
 
 
 def _load_vae_uncached(path: Path, dev: torch.device) -> AutoencoderKL:
