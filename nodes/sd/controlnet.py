@@ -360,6 +360,16 @@ class ControlNet:
             out[key] = mine
         return out
 
+    def memory_parts(self):
+        """For the engine's cache: the model weights (one identity per storage, so every copy of a
+        net counts them once), the hints, and the same for the nets earlier in the chain."""
+        from nodes.sd.memory import module_parts, tensor_parts
+
+        for net in self.chain():
+            yield from module_parts(net.model)
+            hints = [] if net.cond_hint_original is None else [net.cond_hint_original]
+            yield from tensor_parts(hints + list(net._hints.values()))
+
     def __repr__(self) -> str:
         return (f"ControlNet({self.name!r}, strength={self.strength}, percent={self.timestep_percent_range}, "
                 f"chain={len(self.chain())})")

@@ -183,3 +183,15 @@ def test_missing_hint_says_what_to_do(tiny_controlnet):
     x, sigma = torch.randn(1, 4, 8, 8), torch.full((1,), 1.0)
     with pytest.raises(RuntimeError, match="no hint image"):
         tiny_controlnet.get_control(x, MS.timestep(sigma), torch.randn(1, 77, 32), sigma, 1)
+
+
+def test_cache_counts_a_nets_weights_once_however_many_copies(tiny_controlnet):
+    from nodegraph.sizing import memory_parts
+
+    weights = sum(p.numel() * p.element_size() for p in tiny_controlnet.model.parameters())
+    a = tiny_controlnet.copy().set_cond_hint(hint_image(), 1.0)
+    b = tiny_controlnet.copy().set_cond_hint(hint_image(1), 1.0).set_previous_controlnet(a)
+    conditioning = [[torch.zeros(1, 77, 32), {"control": b}], [torch.zeros(1, 77, 32), {"control": a}]]
+    unique = dict(memory_parts(conditioning))
+    hints = 2 * hint_image().numel() * 4
+    assert weights + hints <= sum(unique.values()) <= weights + hints + 2 * 77 * 32 * 4 + 4096
