@@ -50,7 +50,8 @@ def write_checkpoint(path: Path, dtype: torch.dtype) -> int:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     sd = {}
-    for prefix, make in ((UNET_PREFIX, lambda: UNetModel(SD15_UNET_CONFIG)), (VAE_PREFIX, lambda: AutoencoderKL(VAEConfig())),
+    for prefix, make in ((UNET_PREFIX, lambda: UNetModel(SD15_UNET_CONFIG)),
+                         (VAE_PREFIX, lambda: AutoencoderKL(VAEConfig())),
                          (CLIP_PREFIX, lambda: CLIPTextModel(CLIPTextConfig(**CLIP_L)))):
         module = make()
         for k, v in module.state_dict().items():
