@@ -58,6 +58,11 @@ class Adapter:
             raise ValueError(f"{type(self).__name__} gives {tuple(d.shape)}, which does not fit a weight of {tuple(shape)}")
         return d.reshape(shape) * self.scale
 
+    def add_to(self, weight: torch.Tensor, strength: float) -> None:
+        """weight += strength·ΔW, in place (weight is fp32 on its device). Subclasses that can avoid
+        building the full-size ΔW override this: merging is the bulk of a LoRA's cost."""
+        weight.add_(self.delta(weight.shape, weight.device), alpha=strength)
+
     def _raw_delta(self, device: torch.device | None) -> torch.Tensor:
         raise NotImplementedError
 
@@ -93,6 +98,13 @@ class LoRA(Adapter):
             # down (1x1, in→r) then mid (kh×kw, r→r) compose into one [r, in, kh, kw] kernel.
             down = torch.einsum("jkhw,ki->jihw", _f32(self.mid, device), down.flatten(1))
         return up @ down.flatten(1)
+
+    def add_to(self, weight: torch.Tensor, strength: float) -> None:
+        if self.mid is not None or weight.numel() != self.delta_numel():
+            return super().add_to(weight, strength)
+        # One fused, in-place update: no full-size up @ down temporary.
+        up, down = _f32(self.up, weight.device).flatten(1), _f32(self.down, weight.device).flatten(1)
+        weight.view(up.shape[0], -1).addmm_(up, down, alpha=strength * self.scale)
 
     def delta_numel(self):
         kernel = math.prod(self.mid.shape[2:]) if self.mid is not None else 1

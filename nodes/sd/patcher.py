@@ -139,7 +139,7 @@ class ModelPatcher:
         for strength, adapter in self.patches.get(key, ()):
             if strength != 0:
                 try:
-                    w += strength * adapter.delta(w.shape, device)
+                    adapter.add_to(w, strength)
                 except (ValueError, RuntimeError) as e:
                     raise ValueError(f"cannot patch {key}: {e}") from e
         return w.to(original.dtype)

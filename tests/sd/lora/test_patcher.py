@@ -22,12 +22,12 @@ class Net(nn.Module):
 
 
 class CountingLoRA(LoRA):
-    """A LoRA that counts how often its ΔW is computed."""
+    """A LoRA that counts how often it is merged into a weight (whichever path computes ΔW)."""
     calls = 0
 
-    def delta(self, shape, device=None):
+    def add_to(self, weight, strength):
         CountingLoRA.calls += 1
-        return super().delta(shape, device)
+        return super().add_to(weight, strength)
 
 
 def lora_for(net: Net, rank=3, counting=False):
