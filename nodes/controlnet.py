@@ -13,7 +13,7 @@ import torch
 from nodegraph import Combo, Float, Input, Node, Output, folders
 from nodegraph.progress import current_node
 
-from .loaders import file_fingerprint, model_choices
+from .loaders import file_fingerprint, loading, model_choices
 from .sd.controlnet import ControlNet, load_controlnet
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ class ControlNetLoader(Node):
         return file_fingerprint("controlnet", control_net_name)
 
     def run(self, control_net_name):
-        return (load_controlnet(folders.current().model_path("controlnet", control_net_name)),)
+        with loading("control_net_name"):
+            return (load_controlnet(folders.current().model_path("controlnet", control_net_name)),)
 
 
 class ControlNetApply(Node):

@@ -110,3 +110,13 @@ def test_missing_model_file_fails_validation_with_suggestion(layout, library):
     with pytest.raises(Exception) as info:
         validate_prompt(loader("nodegraph-tiny-randm.safetensors"), library, targets=["1"])
     assert "closest: 'nodegraph-tiny-random.safetensors'" in str(info.value)
+
+
+def test_controlnet_file_that_is_a_checkpoint(layout, library):
+    path = ensure_default_checkpoint(layout)
+    folder = layout.models[0] / "controlnet"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "not_a_controlnet.safetensors").write_bytes(path.read_bytes())
+    prompt = {"1": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "not_a_controlnet.safetensors"}}}
+    assert_blames(run(prompt, library, ["1"]), "1", "ControlNetLoader", "control_net_name",
+                  "not_a_controlnet.safetensors")
