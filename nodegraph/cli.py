@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -123,7 +124,7 @@ def _build_parser() -> argparse.ArgumentParser:
 # -- shared set-up --------------------------------------------------------------------------
 
 def _setup(args: argparse.Namespace, *, prepare_models: bool = False) -> tuple[folder_paths.Folders, NodeRegistry]:
-    base = args.base_dir or Path(folder_paths.current().base)
+    base = args.base_dir or Path(os.environ.get("NODEGRAPH_HOME", "."))
     layout = folder_paths.use(folder_paths.Folders(base, models=args.models_dir, input=args.input_dir,
                                                    output=args.output_dir))
     registry = default_registry(custom_nodes=args.custom_nodes or (layout.base / "custom_nodes"))

@@ -56,8 +56,10 @@ def sd_server(tmp_path_factory):
     live.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope, not session: Playwright's sync API keeps an event loop running in this thread
+    # while it is open, which would break later tests that call asyncio.run().
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
