@@ -13,7 +13,7 @@ from nodes.sd.tiny import _init_weights
 from nodes.sd.unet import ControlShapeError, UNetConfig, UNetModel, timestep_embedding
 
 TOL = 1e-4
-pytestmark = pytest.mark.usefixtures("seeded")
+pytestmark = pytest.mark.usefixtures("seeded", "single_thread")
 
 
 def diffusers_config(cfg: UNetConfig) -> dict:
