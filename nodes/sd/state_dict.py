@@ -133,7 +133,7 @@ def _load_pickle(path: Path) -> dict:
                 "features a weights-only load refuses. Nothing in it was executed; re-download it or use .safetensors"
             )
         raise ModelLoadError(path, reason) from e
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+    except Exception as e:  # garbage bytes make the unpickler fail in any number of ways (IndexError, ...)
         raise ModelLoadError(
             path, f"corrupt or truncated PyTorch checkpoint ({type(e).__name__}: {str(e)[:300]}); re-download it"
         ) from e
