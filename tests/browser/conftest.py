@@ -97,7 +97,10 @@ def pytest_runtest_makereport(item, call):
 
 
 def save_doc_screenshot(page, name: str) -> None:
-    """A screenshot of a main state for docs/editor/ (kept small: PNG of the viewport)."""
+    """A screenshot of a main state for docs/editor/ (PNG of the viewport). Only when asked for with
+    NODEGRAPH_DOC_SCREENSHOTS=1, so that running the tests never changes tracked files."""
+    if os.environ.get("NODEGRAPH_DOC_SCREENSHOTS") != "1":
+        return
     DOCS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(DOCS / f"{name}.png"))
 
