@@ -161,9 +161,52 @@ def controlnet_depth() -> dict:
                        [0.0, 0.8])
 
 
+# The trained demo models (nodes/sd/demo, issue 7): what they were trained and judged with — 64×64, an
+# empty negative prompt, CFG 5, and Canny at the thresholds the ControlNet learned (0.05 / 0.1).
+DEMO_CHECKPOINT = "nodegraph-demo.safetensors"
+DEMO_LORA = "nodegraph-demo-lora.safetensors"
+DEMO_CONTROLNET = "nodegraph-demo-controlnet.safetensors"
+
+
+def demo_lora() -> dict:
+    w = Workflow()
+    ckpt = w.add("CheckpointLoaderSimple", (30, 200), [DEMO_CHECKPOINT], size=[315, 98])
+    styled = w.add("LoraLoader", (30, 400), [DEMO_LORA, 1.0, 1.0], size=[315, 126],
+                   model=(ckpt, 0), clip=(ckpt, 1))
+    pos = w.add("CLIPTextEncode", (400, 100), ["a blue star on a white background, center"],
+                title="Positive prompt", clip=(styled, 1))
+    neg = w.add("CLIPTextEncode", (400, 350), [""], title="Negative prompt", clip=(styled, 1))
+    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
+    sampler = w.add("KSampler", (850, 200), [42, "fixed", 20, 5.0, "euler", "normal", 1.0], size=[315, 262],
+                    model=(styled, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1560, 200), ["demo_lora"], images=(image, 0))
+    return w.to_json()
+
+
+def demo_controlnet() -> dict:
+    w = Workflow()
+    ckpt = w.add("CheckpointLoaderSimple", (30, 200), [DEMO_CHECKPOINT], size=[315, 98])
+    pos = w.add("CLIPTextEncode", (400, 100), ["a red square on a white background, center"],
+                title="Positive prompt", clip=(ckpt, 1))
+    neg = w.add("CLIPTextEncode", (400, 350), [""], title="Negative prompt", clip=(ckpt, 1))
+    load = w.add("LoadImage", (30, 600), ["example.png", "image"])
+    hint = w.add("Canny", (400, 850), [0.05, 0.1], image=(load, 0))
+    net = w.add("ControlNetLoader", (400, 1050), [DEMO_CONTROLNET], size=[315, 58])
+    applied = w.add("ControlNetApplyAdvanced", (850, 600), [1.0, 0.0, 1.0], size=[315, 186],
+                    positive=(pos, 0), negative=(neg, 0), control_net=(net, 0), image=(hint, 0))
+    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
+    sampler = w.add("KSampler", (1200, 200), [42, "fixed", 20, 5.0, "euler", "normal", 1.0], size=[315, 262],
+                    model=(ckpt, 0), positive=(applied, 0), negative=(applied, 1), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1550, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1900, 200), ["demo_controlnet"], images=(image, 0))
+    return w.to_json()
+
+
 WORKFLOWS = {"txt2img.json": txt2img, "img2img.json": img2img, "inpaint.json": inpaint, "hires_fix.json": hires_fix}
 WORKFLOWS.update({"lora.json": lora, "controlnet_canny.json": controlnet_canny,
                   "controlnet_depth.json": controlnet_depth})
+WORKFLOWS.update({"demo_lora.json": demo_lora, "demo_controlnet.json": demo_controlnet})
 
 if __name__ == "__main__":
     out = ROOT / "workflows"

@@ -217,9 +217,17 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default=str(WORK_DIR))
     ap.add_argument("--no-judge", action="store_true")
+    ap.add_argument("--force", action="store_true", help="ship to nodes/sd/demo even if the judges fail")
     args = ap.parse_args(argv)
     setup(0)
     work = Path(args.work)
+    # Assemble and judge a candidate in the work folder; only what passes the tests' thresholds is copied
+    # to nodes/sd/demo (where tests/demo and the product pick it up).
+    global DEMO_DIR
+    ship_dir, DEMO_DIR = DEMO_DIR, work / "candidate"
+    import os
+
+    os.environ["NODEGRAPH_DEMO_DIR"] = str(DEMO_DIR)  # the harness (imported later) judges these files
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     assemble_checkpoint(work, DEMO_DIR / CHECKPOINT_NAME)
     for src, name in (("lora.safetensors", LORA_NAME), ("controlnet.safetensors", CONTROLNET_NAME)):
@@ -237,7 +245,18 @@ def main(argv=None) -> None:
     write_cards(work, judged)
     total = sum(p.stat().st_size for p in DEMO_DIR.glob("*.safetensors")) / 1e6
     print(json.dumps(judged, indent=2))
-    print(f"wrote {DEMO_DIR} ({total:.1f} MB of weights)")
+    print(f"wrote the candidate to {DEMO_DIR} ({total:.1f} MB of weights)")
+    failed = [name for name, ok in (
+        ("colour >= 0.95", judged.get("colour_acc", 0) >= 0.95), ("shape >= 0.80", judged.get("shape_acc", 0) >= 0.80),
+        ("LoRA fill drop >= 0.15", judged.get("fill_base", 0) - judged.get("fill_lora_1", 1) >= 0.15),
+        ("ControlNet IoU >= 0.7", judged.get("controlnet_iou", 0) >= 0.7)) if not ok]
+    if failed and not args.force:
+        print(f"NOT shipped to {ship_dir}: the judges fail ({', '.join(failed)}); --force ships anyway")
+        return
+    ship_dir.mkdir(parents=True, exist_ok=True)
+    for f in DEMO_DIR.iterdir():
+        shutil.copyfile(f, ship_dir / f.name)
+    print(f"shipped to {ship_dir}")
 
 
 if __name__ == "__main__":

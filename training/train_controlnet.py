@@ -77,10 +77,10 @@ def evaluate_iou(unet, text_model, vae, net, n: int, seed: int, strength: float 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--images", type=int, default=3000)
+    ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--eval-prompts", type=int, default=32)
     ap.add_argument("--work", default=str(WORK_DIR))
     args = ap.parse_args(argv)

@@ -86,11 +86,11 @@ def kohya_state_dict(loras: dict[str, LoRAModule], rank: int, alpha: float, dtyp
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--rank", type=int, default=4)
-    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--images", type=int, default=800)
     ap.add_argument("--eval-prompts", type=int, default=24)
     ap.add_argument("--work", default=str(WORK_DIR))
     args = ap.parse_args(argv)

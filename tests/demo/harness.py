@@ -8,13 +8,15 @@ own noise (batch_index), which is what makes ≥ 50 held-out prompts affordable 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-DEMO_DIR = Path(__file__).resolve().parents[2] / "nodes" / "sd" / "demo"
+# NODEGRAPH_DEMO_DIR judges candidate weights (training/export.py --out …) without shipping them
+DEMO_DIR = Path(os.environ.get("NODEGRAPH_DEMO_DIR") or Path(__file__).resolve().parents[2] / "nodes" / "sd" / "demo")
 CHECKPOINT = DEMO_DIR / "nodegraph-demo.safetensors"
 LORA = DEMO_DIR / "nodegraph-demo-lora.safetensors"
 CONTROLNET = DEMO_DIR / "nodegraph-demo-controlnet.safetensors"
@@ -48,8 +50,9 @@ def encode(clip, prompts: list[str]) -> torch.Tensor:
 
 def generate(demo: Demo, prompts: list[str], *, seed: int = 0, steps: int = STEPS, cfg: float = CFG,
              sampler: str = SAMPLER, scheduler: str = SCHEDULER, negative: str = "", model=None, clip=None,
-             control=None, size: int = 64) -> np.ndarray:
-    """uint8 (N, size, size, 3): one image per prompt."""
+             control=None, size: int = 64, batch_index: list[int] | None = None) -> np.ndarray:
+    """uint8 (N, size, size, 3): one image per prompt. Row i gets the noise of batch index
+    `batch_index[i]` (default i), as a lone generation at that index would."""
     from nodes.sampling import run_sampler
 
     model = model if model is not None else demo.model
@@ -57,7 +60,8 @@ def generate(demo: Demo, prompts: list[str], *, seed: int = 0, steps: int = STEP
     cond = encode(clip, prompts)
     uncond = encode(clip, [negative])
     extra = {} if control is None else {"control": control}
-    latent = {"samples": torch.zeros(len(prompts), 4, size // 8, size // 8), "batch_index": list(range(len(prompts)))}
+    latent = {"samples": torch.zeros(len(prompts), 4, size // 8, size // 8),
+              "batch_index": list(batch_index or range(len(prompts)))}
     out = run_sampler(model, latent, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler, scheduler=scheduler,
                       positive=[[cond, dict(extra)]], negative=[[uncond, dict(extra)]])
     images = demo.vae.decode(out["samples"])
