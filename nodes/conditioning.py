@@ -9,6 +9,8 @@ import torch
 from nodegraph import Float, Input, Int, Node, Output, String
 from nodegraph.contract import MAX_RESOLUTION
 
+from .sd.device import cpu_threads
+
 
 class CLIPTextEncode(Node):
     """Encodes a text prompt with CLIP into an embedding that guides the diffusion model."""
@@ -22,7 +24,7 @@ class CLIPTextEncode(Node):
         if clip is None:
             raise RuntimeError("clip input is invalid: None. If the clip is from a checkpoint loader node, "
                                "your checkpoint does not contain a valid clip or text encoder model.")
-        with torch.inference_mode():
+        with torch.inference_mode(), cpu_threads(clip.text_model):
             cond, pooled = clip.encode(text)
         return ([[cond, {"pooled_output": pooled}]],)
 

@@ -11,6 +11,7 @@ from nodegraph import Combo, Float, Input, Int, Node, NodeInputError, Output, Pr
 from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
 from .sd.sampling.ksampler import sample
 from .sd.sampling.model_sampling import ModelSamplingEPS, process_latent_in
+from .sd.device import cpu_threads
 from .sd.previews import latent_to_preview
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -30,7 +31,7 @@ def run_sampler(model, latent: dict, *, seed: int, steps: int, cfg: float, sampl
     def on_step(step, x0, x, total):
         bar.update_absolute(step + 1, total, latent_to_preview(x0))
 
-    with torch.inference_mode(), model.applied() as unet:
+    with torch.inference_mode(), model.applied() as unet, cpu_threads(unet):
         dtype = model.model_dtype()
         device = model.load_device
         concat = inpaint_concat(unet.config.in_channels, samples, latent.get("noise_mask"))

@@ -8,6 +8,7 @@ import torch
 
 from nodegraph import NodeInputError
 
+from .device import cpu_threads
 from .memory import module_parts
 from .vae import AutoencoderKL
 
@@ -35,6 +36,10 @@ class VAE:
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
         """Unscaled latent [B, 4, h, w] -> IMAGE [B, 8h, 8w, 3] in 0..1."""
         self.check_latent(samples)
+        with cpu_threads(self.model):
+            return self._decode(samples)
+
+    def _decode(self, samples: torch.Tensor) -> torch.Tensor:
         images = []
         for start in range(0, samples.shape[0], DECODE_BATCH):
             chunk = samples[start:start + DECODE_BATCH].float()
@@ -46,8 +51,9 @@ class VAE:
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """IMAGE [B, H, W, C] (H, W multiples of 8; RGB used) -> unscaled latent mean [B, 4, H/8, W/8]."""
         pixels = image[..., :3].movedim(-1, 1).float() * 2.0 - 1.0
-        latents = [self.model.encode(pixels[i:i + DECODE_BATCH]).float().cpu()
-                   for i in range(0, pixels.shape[0], DECODE_BATCH)]
+        with cpu_threads(self.model):
+            latents = [self.model.encode(pixels[i:i + DECODE_BATCH]).float().cpu()
+                       for i in range(0, pixels.shape[0], DECODE_BATCH)]
         return torch.cat(latents)
 
     def crop_to_multiple(self, image: torch.Tensor) -> torch.Tensor:
