@@ -38,6 +38,7 @@ def assemble_checkpoint(work: Path, out: Path) -> dict:
     save_file(sd, str(out), metadata={"format": "pt", "nodegraph.demo": "1",
                                       "description": "nodegraph demo model: SD1 architecture, trained on "
                                                      "procedural 64x64 coloured shapes"})
+    out.chmod(0o644)  # an ordinary file mode, like the copied LoRA / ControlNet
     return sd
 
 

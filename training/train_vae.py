@@ -61,8 +61,11 @@ def batch_images(rng: np.random.Generator, n: int, crop: int) -> tuple[torch.Ten
     return data.to_tensor(np.stack(out)), torch.from_numpy(np.stack(masks))[:, None]
 
 
+CHROMA = torch.tensor([[-0.1687, -0.3313, 0.5], [0.5, -0.4187, -0.0813]])  # RGB -> (Cb, Cr)
+
+
 def loss_fn(vae: AutoencoderKL, x: torch.Tensor, kl_weight: float, edge_weight: float,
-            cover: torch.Tensor | None = None, shape_weight: float = 0.0):
+            cover: torch.Tensor | None = None, shape_weight: float = 0.0, chroma_weight: float = 0.0):
     """`shape_weight` > 0 weighs the shape's pixels (1 + shape_weight) times the background's: the shape
     is ~10% of an image, and without it the decoder learned luminance and silhouettes long before it
     learned the shapes' colours (measured: 19.9 dB PSNR, yet grey shapes)."""
@@ -77,7 +80,11 @@ def loss_fn(vae: AutoencoderKL, x: torch.Tensor, kl_weight: float, edge_weight: 
     mse = ((rec - x).pow(2) * w).mean()  # large errors (a wrong colour) pull harder than under L1 alone
     edge = (gradients(rec) - gradients(x)).abs().mean()
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
-    return l1 + mse + edge_weight * edge + kl_weight * kl, {"l1": l1.item(), "edge": edge.item(), "kl": kl.item()}
+    loss = l1 + mse + edge_weight * edge + kl_weight * kl
+    if chroma_weight:  # colour differences, which RGB losses weigh far less than luminance
+        chroma = torch.einsum("kc,bchw->bkhw", CHROMA.to(x), rec - x)
+        loss = loss + chroma_weight * (chroma.abs() * w).mean()
+    return loss, {"l1": l1.item(), "edge": edge.item(), "kl": kl.item()}
 
 
 @torch.no_grad()
@@ -120,6 +127,7 @@ def main(argv=None) -> None:
     ap.add_argument("--kl-weight", type=float, default=1e-4)
     ap.add_argument("--edge-weight", type=float, default=1.0)
     ap.add_argument("--shape-weight", type=float, default=0.0, help="extra loss weight on the shape's pixels")
+    ap.add_argument("--chroma-weight", type=float, default=0.0, help="weight of an L1 term on Cb/Cr")
     ap.add_argument("--eval-images", type=int, default=64)
     ap.add_argument("--work", default=str(WORK_DIR))
     args = ap.parse_args(argv)
@@ -151,7 +159,7 @@ def main(argv=None) -> None:
         x, cover = batch_images(rng, args.full_batch if full else args.batch, data.SIZE if full else 32)
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, total, args.lr)
-        loss, parts = loss_fn(vae, x, args.kl_weight, args.edge_weight, cover, args.shape_weight)
+        loss, parts = loss_fn(vae, x, args.kl_weight, args.edge_weight, cover, args.shape_weight, args.chroma_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -173,7 +181,7 @@ def main(argv=None) -> None:
         lat = torch.cat([vae.encode(heldout[i:i + 32]) for i in range(0, len(heldout), 32)]) * LATENT_SCALE
     metrics["scaled_latent_std_heldout"] = lat.std(dim=(0, 2, 3)).tolist()
     metrics.update(steps=total, crop_steps=args.steps, full_steps=args.full_steps, batch=args.batch,
-                   full_batch=args.full_batch, lr=args.lr, shape_weight=args.shape_weight,
+                   full_batch=args.full_batch, lr=args.lr, shape_weight=args.shape_weight, chroma_weight=args.chroma_weight,
                    kl_weight=args.kl_weight, edge_weight=args.edge_weight,
                    seed=args.seed, train_seconds_this_run=round(train_s, 1), machine=env_info(),
                    params=sum(p.numel() for p in vae.parameters()))
