@@ -1,7 +1,7 @@
 """Primitive value nodes (pure Python): constants and simple text, as in ComfyUI's utils."""
 from __future__ import annotations
 
-from nodegraph import Boolean, Float, Input, Int, Node, Output, String
+from nodegraph import Boolean, Float, Int, Node, Output, String
 
 
 class PrimitiveInt(Node):

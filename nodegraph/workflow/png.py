@@ -39,7 +39,7 @@ def read_text_chunks(data: bytes, *, source: str = "PNG") -> dict[str, str]:
                 chunks[key.decode("latin-1")] = zlib.decompress(rest[1:]).decode("latin-1")
             elif kind == b"iTXt":
                 key, _, rest = body.partition(b"\0")
-                compressed, _method, rest = rest[0], rest[1], rest[2:]
+                compressed, rest = rest[0], rest[2:]  # skip the compression-method byte (always zlib)
                 _lang, _, rest = rest.partition(b"\0")
                 _translated, _, text = rest.partition(b"\0")
                 chunks[key.decode("latin-1")] = (zlib.decompress(text) if compressed else text).decode("utf-8")

@@ -2,7 +2,6 @@
 
 The toy nodes are loaded as a custom node pack, the way a user adds nodes."""
 import json
-import shutil
 from pathlib import Path
 
 import pytest

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from nodegraph import Combo, Hidden, Input, Int, Node, NodeRegistry, Output
+from nodegraph import Combo, Hidden, Int, Node, NodeRegistry, Output
 from nodegraph.errors import RegistrationError
 
 NODEINFO_KEYS = {"input", "input_order", "output", "output_is_list", "output_name", "name", "display_name",

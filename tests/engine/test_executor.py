@@ -1,8 +1,6 @@
 """Executor: order, events, progress, cancellation, errors, list semantics."""
 import threading
 
-import pytest
-
 from nodegraph import CancellationToken, Executor, OutputCache, validate_prompt
 from nodegraph.errors import NodeExecutionError
 
@@ -141,7 +139,7 @@ def test_list_semantics_map_over_lists(registry):
 
 
 def test_wrong_number_of_outputs_is_a_node_error(registry):
-    from nodegraph import Input, Node, NodeRegistry, Output
+    from nodegraph import Node, Output
 
     class Liar(Node):
         outputs = (Output("FLOAT"), Output("FLOAT"))

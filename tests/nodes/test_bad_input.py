@@ -1,7 +1,5 @@
 """Bad input at the node level: each failure names the node, the input and the file, and the
 executor stops cleanly (the next prompt runs fine)."""
-import pickle
-
 import pytest
 import torch
 from safetensors.torch import save_file

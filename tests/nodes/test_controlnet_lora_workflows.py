@@ -5,22 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from nodegraph import Executor, OutputCache, folders
 from nodes.default_model import ensure_default_checkpoint, ensure_default_extras
 
 from .test_workflows import pixels, prompt_of, run, saved_files
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices on a shared 2-core machine: one intra-op thread is several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

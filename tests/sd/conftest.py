@@ -29,11 +29,3 @@ def seeded():
     torch.manual_seed(0)
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared, oversubscribed CPU every
-    OpenMP barrier waits for a descheduled thread: measured 75× slower with 2 threads than with 1."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

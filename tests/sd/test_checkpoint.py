@@ -25,7 +25,7 @@ from nodes.sd.unet import UNetConfig, UNetModel
 from nodes.sd.vae import VAEConfig
 from nodes.sd.vae_keys import vae_diffusers_to_ldm
 
-pytestmark = pytest.mark.usefixtures("seeded", "single_thread")
+pytestmark = pytest.mark.usefixtures("seeded")
 
 # SD1.5 (v1-inference.yaml): model_channels 320, channel_mult [1,2,4,4], attention_resolutions [4,2,1]
 # (levels 0-2), num_res_blocks 2, context_dim 768, num_heads 8; VAE ch 128, ch_mult [1,2,4,4], z 4.

@@ -8,9 +8,13 @@ def test_small_models_run_single_threaded_and_the_setting_is_restored(monkeypatc
     monkeypatch.delenv(device.THREADS_ENV, raising=False)
     small = torch.nn.Linear(4, 4)
     before = torch.get_num_threads()
-    with device.cpu_threads(small):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+    torch.set_num_threads(2)  # the suite runs with 1 (tests/conftest.py); show the switch and the restore
+    try:
+        with device.cpu_threads(small):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_big_models_keep_the_default_and_env_overrides(monkeypatch):

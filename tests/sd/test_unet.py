@@ -13,7 +13,7 @@ from nodes.sd.tiny import _init_weights
 from nodes.sd.unet import ControlShapeError, UNetConfig, UNetModel, timestep_embedding
 
 TOL = 1e-4
-pytestmark = pytest.mark.usefixtures("seeded", "single_thread")
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def diffusers_config(cfg: UNetConfig) -> dict:

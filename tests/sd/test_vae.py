@@ -11,7 +11,7 @@ from nodes.sd.checkpoint import load_vae_file
 from nodes.sd.vae import AutoencoderKL, VAEConfig
 
 TOL = 1e-4
-pytestmark = pytest.mark.usefixtures("seeded", "single_thread")
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def diffusers_config(cfg: VAEConfig) -> dict:

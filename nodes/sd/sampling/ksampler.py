@@ -91,12 +91,12 @@ def sample(model_fn, model_sampling: ModelSamplingEPS, latent: torch.Tensor, *, 
 
     x = model_sampling.noise_scaling(sigmas[0], noise, latent_in, is_max_denoise(model_sampling, sigmas))
     total_steps = len(sigmas) - 1
-    step_callback = None
-    if callback is not None:
-        def step_callback(info):
-            callback(info["i"], info["denoised"], info["x"], total_steps)
+
+    def step_callback(info):
+        callback(info["i"], info["denoised"], info["x"], total_steps)
     try:
-        samples = SAMPLERS[sampler_name](denoiser, x, sigmas, seed=seed, callback=step_callback, cancel=cancel)
+        samples = SAMPLERS[sampler_name](denoiser, x, sigmas, seed=seed, callback=step_callback if callback else None,
+                                           cancel=cancel)
     finally:
         cfg_denoiser.cleanup()
     samples = model_sampling.inverse_noise_scaling(sigmas[-1], samples)

@@ -10,7 +10,6 @@ with a scalar sigma, and `report(i, x, sigma, denoised)` for the per-step hook."
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 from scipy import integrate

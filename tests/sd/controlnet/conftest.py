@@ -1,18 +1,9 @@
 """Shared ControlNet fixtures: the tiny net (tests/sd/conftest.py has the tiny checkpoint) and one
 intra-op thread, since these matrices are tiny and the machine is shared."""
 import pytest
-import torch
 
 from nodes.sd.controlnet import ControlNet, load_controlnet
 from nodes.sd.tiny_extras import make_tiny_controlnet
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

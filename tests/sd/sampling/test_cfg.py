@@ -1,7 +1,6 @@
 """CFG and conditioning: batching, cfg = 1 shortcut, weighted averages of area/mask/strength conds,
 start/end windows, the ControlNet hook and inpainting. The 'UNet' is a small analytic function, so every
 expectation is computed by hand here. Tolerance: torch.testing.assert_close defaults (float32)."""
-import math
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """The KSampler pipeline: seeded noise, latent scaling, initial noising, step selection, callbacks,
 cancellation and inpainting, checked against expectations derived by hand in the tests."""
-import math
 
 import pytest
 import torch
