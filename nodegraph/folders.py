@@ -7,6 +7,7 @@ layout is one explicit object (`use()` / `current()`), set once by the CLI or se
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +107,26 @@ def safe_join(base: Path, relative: str, *, allow_links_out: bool = False) -> Pa
     if path != base and base not in path.parents:
         raise UnsafePathError(f"{relative!r} leaves {base}")
     return path
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file beside it and a rename, so no reader ever sees
+    a half-written file; the file gets the ordinary mode (mkstemp alone would leave it private)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 _current: Folders | None = None

@@ -3,13 +3,13 @@ resize and pad. Names, inputs and file naming follow ComfyUI so workflows and cl
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import random
 import re
 import string
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,12 @@ from PIL import Image, ImageOps, ImageSequence, PngImagePlugin, UnidentifiedImag
 
 from nodegraph import Combo, Float, Hidden, Input, Int, Node, NodeInputError, NodeOutput, Output, String, folders
 from nodegraph.contract import MAX_RESOLUTION
-from nodegraph.folders import UnsafePathError, safe_join
+from nodegraph.folders import UnsafePathError, safe_join, write_atomic
 
 from .image_ops import IMAGE_UPSCALE_METHODS, bchw_to_image, image_to_bchw, tensor_to_pil, upscale
 
 log = logging.getLogger(__name__)
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 ANNOTATIONS = {" [input]": "input", " [output]": "output", " [temp]": "temp"}
 
@@ -146,16 +144,10 @@ def save_path(prefix: str, root: Path, width: int, height: int) -> tuple[Path, s
 
 
 def write_png_atomically(image: Image.Image, path: Path, info: PngImagePlugin.PngInfo | None, level: int) -> None:
-    """Write to a temporary file beside the target, then rename: no half-written PNG is ever visible."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".png.part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            image.save(out, format="PNG", pnginfo=info, compress_level=level)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; saved images are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Encode to PNG, then write atomically: no half-written PNG is ever visible."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=level)
+    write_atomic(path, buffer.getvalue())
 
 
 def save_images(images: torch.Tensor, prefix: str, root: Path, kind: str, level: int,

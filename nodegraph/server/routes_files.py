@@ -13,13 +13,12 @@ import json
 import mimetypes
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..folders import MODEL_FOLDERS, UnsafePathError, safe_join
+from ..folders import MODEL_FOLDERS, UnsafePathError, safe_join, write_atomic
 from .middleware import BadRequest
 
 if TYPE_CHECKING:
@@ -129,14 +128,7 @@ def _store_in(data: bytes, folder: Path, name: str, overwrite: bool) -> str:
                 return target.name
             n += 1
             target = safe_join(folder, f"{stem} ({n}){ext}")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, data)
     return target.name
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..folders import UnsafePathError, safe_join
+from ..folders import UnsafePathError, safe_join, write_atomic
 from .middleware import BadRequest, parse_json_body
 
 if TYPE_CHECKING:
@@ -30,17 +29,6 @@ def _flag(request: web.Request, name: str, default: bool = False) -> bool:
     raw = request.query.get(name)
     return default if raw is None else raw.lower() in ("true", "1", "yes")
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _info(path: Path, root: Path) -> dict[str, Any]:
@@ -92,7 +80,7 @@ def routes(state: "ServerState") -> "RouteList":
         user_id = re.sub(r"[^a-zA-Z0-9_-]+", "_", name.strip())[:40] + "_" + uuid.uuid4().hex
         users[user_id] = name
         (users_root / user_id).mkdir(parents=True, exist_ok=True)
-        _write_atomic(users_file, json.dumps(users, indent=2).encode())
+        write_atomic(users_file, json.dumps(users, indent=2).encode())
         return web.json_response(user_id)
 
     def read_settings(request: web.Request) -> tuple[dict[str, Any], Path]:
@@ -118,7 +106,7 @@ def routes(state: "ServerState") -> "RouteList":
             raise BadRequest("settings must be a JSON object")
         settings, path = read_settings(request)
         settings.update(body)
-        _write_atomic(path, json.dumps(settings, indent=4).encode())
+        write_atomic(path, json.dumps(settings, indent=4).encode())
         return web.Response(status=200)
 
     async def post_setting(request: web.Request) -> web.Response:
@@ -128,7 +116,7 @@ def routes(state: "ServerState") -> "RouteList":
         value = parse_json_body(raw)
         settings, path = read_settings(request)
         settings[request.match_info["setting_id"]] = value
-        _write_atomic(path, json.dumps(settings, indent=4).encode())
+        write_atomic(path, json.dumps(settings, indent=4).encode())
         return web.Response(status=200)
 
     # -- userdata -------------------------------------------------------------------------------
@@ -190,7 +178,7 @@ def routes(state: "ServerState") -> "RouteList":
             raise BadRequest("a directory has that name", status=409, type="conflict")
         if path.exists() and not _flag(request, "overwrite", True):
             raise BadRequest("file exists", status=409, type="conflict")
-        _write_atomic(path, await request.read())
+        write_atomic(path, await request.read())
         if _flag(request, "full_info"):
             return web.json_response(_info(path, root))
         return web.json_response(path.relative_to(root).as_posix())
