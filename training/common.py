@@ -40,13 +40,49 @@ LATENT_SCALE = 0.18215  # SD1's; the VAE is reparametrised so that scaled latent
 CANNY_LOW, CANNY_HIGH = 0.05, 0.1  # kornia scale; low enough that cyan on gray (a 0.07 grey step) has edges
 
 
-def setup(seed: int, threads: int = 1) -> None:
+def setup(seed: int, threads: int = 1, device: str = "auto") -> torch.device:
+    """Seed everything and pick the device: "auto" is CUDA when there is one, else the CPU (the scripts are
+    written for both; a GPU run is not bit-identical to a CPU run, but each is deterministic)."""
     torch.set_num_threads(threads)
     # Adam's second moments and small activations underflow to denormals, which cost x2-x3 on CPU
     torch.set_flush_denormal(True)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = False  # the same convolution algorithms on every run
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cuda.matmul.allow_tf32 = True  # deterministic, and ~8x fp32 throughput on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
+    return dev
+
+
+def add_common_args(ap, **defaults) -> None:
+    """--seed, --device, --work and --workers, the same in every script."""
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when available)")
+    ap.add_argument("--workers", type=int, default=defaults.get("workers", min(16, os.cpu_count() or 1)),
+                    help="processes that render the data set")
+    ap.add_argument("--work", default=str(WORK_DIR))
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="save the state and stop after this long (rerun to resume)")
+
+
+class Deadline:
+    """`--max-minutes`: a stage that runs out of time saves its state and stops; rerunning resumes it
+    (a lent GPU machine runs one command for at most 10 minutes)."""
+
+    def __init__(self, minutes: float | None):
+        self.end = time.time() + minutes * 60 if minutes else None
+
+    def passed(self) -> bool:
+        return self.end is not None and time.time() > self.end
+
+
+class OutOfTime(Exception):
+    pass
 
 
 def text_config_kwargs() -> dict:
@@ -121,7 +157,9 @@ def save_state(path: Path, **state) -> None:
     tmp.replace(path)
 
 
-def env_info() -> str:
+def env_info(device: torch.device | None = None) -> str:
+    if device is not None and device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {os.cpu_count()} CPUs"
     try:
         load = os.getloadavg()
         return f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, load average {load[0]:.1f}"

@@ -178,13 +178,55 @@ def render(spec: Spec, size: int = SIZE) -> np.ndarray:
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
-def make_dataset(n: int, *, seed: int, split: str = "train", style: str = "filled",
-                 combos: tuple[tuple[str, str], ...] | None = None) -> tuple[np.ndarray, list[str], list[Spec]]:
-    """`n` scenes: images uint8 (n, 64, 64, 3), captions, specs. Same seed, same data."""
-    rng = np.random.default_rng([seed, {"train": 0, "heldout": 1, "all": 2}[split], 0 if style == "filled" else 1])
+CHUNK = 2000  # scenes per seeded chunk: the data are the same whatever the number of worker processes
+
+
+@dataclass
+class Scenes:
+    images: np.ndarray  # uint8 (n, 64, 64, 3)
+    captions: list[str]
+    specs: list[Spec]
+    masks: np.ndarray | None  # float32 (n, 64, 64) shape coverage, when asked for
+
+
+def _render_chunk(job) -> tuple[np.ndarray, np.ndarray | None, list[Spec]]:
+    n, key, split, style, combos, with_masks = job
+    rng = np.random.default_rng(key)
     specs = [sample_spec(rng, split, style, combos) for _ in range(n)]
     images = np.stack([render(s) for s in specs]) if specs else np.zeros((0, SIZE, SIZE, 3), np.uint8)
-    return images, [s.caption for s in specs], specs
+    masks = None
+    if with_masks:
+        masks = np.stack([shape_mask(s.shape, s.cx, s.cy, s.radius, style=s.style) for s in specs]) if specs \
+            else np.zeros((0, SIZE, SIZE), np.float32)
+    return images, masks, specs
+
+
+def make_scenes(n: int, *, seed: int, split: str = "train", style: str = "filled",
+                combos: tuple[tuple[str, str], ...] | None = None, masks: bool = False, workers: int = 1) -> Scenes:
+    """`n` scenes drawn in seeded chunks of CHUNK; `workers` > 1 renders the chunks in parallel processes
+    (a GPU machine's cores), with the same result as one process."""
+    base = [seed, {"train": 0, "heldout": 1, "all": 2}[split], 0 if style == "filled" else 1]
+    jobs = [(min(CHUNK, n - start), base if i == 0 else base + [i], split, style, combos, masks)
+            for i, start in enumerate(range(0, max(n, 1), CHUNK))]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing
+
+        # forkserver: children that never inherit a CUDA context or a busy opencv thread pool
+        with multiprocessing.get_context("forkserver").Pool(min(workers, len(jobs))) as pool:
+            parts = pool.map(_render_chunk, jobs)
+    else:
+        parts = [_render_chunk(job) for job in jobs]
+    specs = [s for _, _, ss in parts for s in ss]
+    return Scenes(np.concatenate([im for im, _, _ in parts]), [s.caption for s in specs], specs,
+                  np.concatenate([m for _, m, _ in parts]) if masks else None)
+
+
+def make_dataset(n: int, *, seed: int, split: str = "train", style: str = "filled",
+                 combos: tuple[tuple[str, str], ...] | None = None,
+                 workers: int = 1) -> tuple[np.ndarray, list[str], list[Spec]]:
+    """`n` scenes: images uint8 (n, 64, 64, 3), captions, specs. Same seed, same data."""
+    scenes = make_scenes(n, seed=seed, split=split, style=style, combos=combos, workers=workers)
+    return scenes.images, scenes.captions, scenes.specs
 
 
 def to_tensor(images: np.ndarray):

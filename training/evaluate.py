@@ -26,13 +26,14 @@ def generate(unet, text_model, vae, captions: list[str], *, seed: int = 0, steps
     noise drawn per batch item as ComfyUI does)."""
     from training.common import tokenize
 
+    dev = next(unet.parameters()).device
     out = []
     for start in range(0, len(captions), batch):
         part = captions[start:start + batch]
-        cond = encode_text(text_model, tokenize(part))
-        uncond = encode_text(text_model, tokenize([negative]))
+        cond = encode_text(text_model, tokenize(part).to(dev))
+        uncond = encode_text(text_model, tokenize([negative]).to(dev))
         options = {} if control is None else {"control": control}
-        latent = torch.zeros(len(part), 4, 8, 8)
+        latent = torch.zeros(len(part), 4, 8, 8, device=dev)
 
         def model_fn(x, timesteps, context, control=None):
             return unet(x, timesteps, context, control=control).float()
@@ -41,7 +42,7 @@ def generate(unet, text_model, vae, captions: list[str], *, seed: int = 0, steps
                    scheduler=scheduler, positive=[[cond, options]], negative=[[uncond, dict(options)]],
                    batch_index=list(range(len(part))))
         pixels = vae.decode(z).clamp(-1, 1)
-        out.append(((pixels + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+        out.append(((pixels + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(out)
 
 

@@ -23,10 +23,10 @@ from tqdm import tqdm
 from nodes.preprocess.canny import canny_edges
 from nodes.sd.controlnet import ORIGINAL_PREFIX, ControlNet, ControlNetConfig, ControlNetModel
 from training import data
-from training.common import (CANNY_HIGH, CANNY_LOW, HINT_BLOCK_CHANNELS, LATENT_SCALE, UNET_CONFIG, WORK_DIR, Log,
+from training.common import (CANNY_HIGH, CANNY_LOW, HINT_BLOCK_CHANNELS, UNET_CONFIG, Deadline, Log, add_common_args,
                              cosine_lr, env_info, save_state, sd1_alphas_cumprod, setup, tokenize, write_json)
 from training.evaluate import control_iou, generate
-from training.train_unet import diffusion_loss, load_trained, sample_latents
+from training.train_unet import diffusion_loss, encode_images, load_trained, sample_latents
 
 CONFIG = ControlNetConfig(unet=UNET_CONFIG, hint_channels=3, hint_block_channels=HINT_BLOCK_CHANNELS)
 
@@ -34,7 +34,8 @@ CONFIG = ControlNetConfig(unet=UNET_CONFIG, hint_channels=3, hint_block_channels
 def hints_of(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, 64, 64, 3) -> (N, 3, 64, 64) Canny edges in {0, 1}."""
     x = torch.from_numpy(images).float() / 255.0
-    return canny_edges(x, CANNY_LOW, CANNY_HIGH).permute(0, 3, 1, 2).contiguous()
+    return torch.cat([canny_edges(x[i:i + 1000], CANNY_LOW, CANNY_HIGH) for i in range(0, len(x), 1000)]
+                     ).permute(0, 3, 1, 2).contiguous()
 
 
 def new_controlnet(unet, seed: int) -> ControlNetModel:
@@ -53,15 +54,10 @@ def new_controlnet(unet, seed: int) -> ControlNetModel:
     return net
 
 
-@torch.no_grad()
-def encode_with_hints(vae, n: int, seed: int, batch: int = 64):
-    images, captions, specs = data.make_dataset(n, seed=seed, split="train")
-    means, logvars = [], []
-    for i in tqdm(range(0, n, batch), desc=f"encoding {n} images", dynamic_ncols=True):
-        m, lv = vae.encode_moments(data.to_tensor(images[i:i + batch]))
-        means.append(m * LATENT_SCALE)
-        logvars.append(lv + 2 * np.log(LATENT_SCALE))
-    return torch.cat(means), torch.cat(logvars), tokenize(captions), hints_of(images)
+def encode_with_hints(vae, n: int, seed: int, workers: int = 1):
+    scenes = data.make_scenes(n, seed=seed, split="train", workers=workers)
+    means, logvars = encode_images(vae, scenes.images)
+    return means.cpu(), logvars.cpu(), tokenize(scenes.captions), hints_of(scenes.images)
 
 
 def evaluate_iou(unet, text_model, vae, net, n: int, seed: int, strength: float = 1.0) -> float:
@@ -69,49 +65,49 @@ def evaluate_iou(unet, text_model, vae, net, n: int, seed: int, strength: float 
     plain = [s for s in specs if len(s.background) == 1][: max(1, n // 2)]
     images = np.stack([data.render(s) for s in plain])
     hints = hints_of(images)
-    control = ControlNet(net, name="training").set_cond_hint(hints, strength)
+    control = ControlNet(net, name="training").set_cond_hint(hints.to(net.device), strength)
     out = generate(unet, text_model, vae, [s.caption for s in plain], seed=seed, control=control)
     return float(np.mean(control_iou(out, hints.permute(0, 2, 3, 1).numpy())))
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seed", type=int, default=0)
+    add_common_args(ap)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--eval-prompts", type=int, default=32)
-    ap.add_argument("--work", default=str(WORK_DIR))
     args = ap.parse_args(argv)
 
-    setup(args.seed)
+    dev = setup(args.seed, device=args.device)
     work = Path(args.work)
-    unet, text_model, vae = load_trained(work)
+    unet, text_model, vae = load_trained(work, dev)
     cache = work / f"latents_hints_{args.seed}_{args.images}.pt"
     if cache.exists():
         means, logvars, ids, hints = torch.load(cache, weights_only=False)
     else:
-        means, logvars, ids, hints = encode_with_hints(vae, args.images, args.seed + 200)
+        means, logvars, ids, hints = encode_with_hints(vae, args.images, args.seed + 200, args.workers)
         torch.save((means, logvars, ids, hints), cache)
-    empty_ids = tokenize([""])
-    net = new_controlnet(unet, args.seed + 3).train()
+    means, logvars, ids, hints = means.to(dev), logvars.to(dev), ids.to(dev), hints.to(dev)
+    empty_ids = tokenize([""]).to(dev)
+    net = new_controlnet(unet, args.seed + 3).to(dev).train()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0, fused=True)
-    gen = torch.Generator().manual_seed(args.seed)
-    alphas = sd1_alphas_cumprod()
+    gen = torch.Generator(device=dev).manual_seed(args.seed)
+    alphas = sd1_alphas_cumprod().to(dev)
     state_path, log = work / "controlnet_state.pt", Log(work / "controlnet_log.jsonl")
     start = 0
     if state_path.exists():
-        st = torch.load(state_path, weights_only=False)
-        net.load_state_dict(st["net"]), opt.load_state_dict(st["opt"]), gen.set_state(st["gen"])
+        st = torch.load(state_path, weights_only=False, map_location=dev)
+        net.load_state_dict(st["net"]), opt.load_state_dict(st["opt"]), gen.set_state(st["gen"].cpu())
         start = st["step"]
     baseline = evaluate_iou(unet, text_model, vae, net, args.eval_prompts, seed=7, strength=0.0)
-    t0, running = time.time(), None
+    t0, running, deadline, stopped_at = time.time(), None, Deadline(args.max_minutes), None
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="ControlNet", dynamic_ncols=True)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, args.steps, args.lr, warmup=20)
-        idx = torch.randint(0, len(means), (args.batch,), generator=gen)
+        idx = torch.randint(0, len(means), (args.batch,), generator=gen, device=dev)
         hint = hints[idx]
         loss = diffusion_loss(unet, text_model, sample_latents(means, logvars, idx, gen), ids[idx], empty_ids, gen,
                               dropout=0.1, alphas_cumprod=alphas,
@@ -120,24 +116,33 @@ def main(argv=None) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{running:.4f}")
-        if step % 10 == 0:
+        done = step + 1
+        if step % 10 == 0 or done == args.steps:
+            running = loss.item() if running is None else 0.8 * running + 0.2 * loss.item()
+            bar.set_postfix(loss=f"{running:.4f}")
             log.write(step=step, loss=loss.item(), smoothed=running)
-        if (step + 1) % 100 == 0:
-            save_state(state_path, net=net.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=step + 1)
+        out_of_time = deadline.passed()
+        if done % 500 == 0 or out_of_time:
+            save_state(state_path, net=net.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=done)
+        if out_of_time and done < args.steps:
+            # finish with what there is (a lent GPU runs one command for at most 10 minutes); rerunning resumes
+            tqdm.write(f"ControlNet: --max-minutes reached at step {done} of {args.steps}; finishing early")
+            stopped_at = done
+            break
     train_s = time.time() - t0
     net.eval().requires_grad_(False)
     final = evaluate_iou(unet, text_model, vae, net, args.eval_prompts, seed=7)
     out = work / "controlnet.safetensors"
-    save_file({ORIGINAL_PREFIX + k: v.detach().half().contiguous() for k, v in net.state_dict().items()}, str(out),
+    save_file({ORIGINAL_PREFIX + k: v.detach().cpu().half().contiguous() for k, v in net.state_dict().items()},
+              str(out),
               metadata={"nodegraph.demo": "canny", "canny_low": str(CANNY_LOW), "canny_high": str(CANNY_HIGH)})
     write_json(work / "controlnet_metrics.json", {
-        "steps": args.steps, "batch": args.batch, "lr": args.lr, "images": args.images, "seed": args.seed,
+        "steps": args.steps, "stopped_early_at_step": stopped_at, "batch": args.batch, "lr": args.lr, "images": args.images, "seed": args.seed,
         "final_loss_smoothed": running, "heldout_iou_without_control": baseline, "heldout_iou": final,
         "params": sum(p.numel() for p in net.parameters()), "canny": [CANNY_LOW, CANNY_HIGH],
-        "train_seconds_this_run": round(train_s, 1), "machine": env_info()})
+        "train_seconds_this_run": round(train_s, 1), "machine": env_info(dev)})
     print(f"IoU {baseline:.3f} (no control) -> {final:.3f}; wrote {out}")
+    return stopped_at is None
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ from tqdm import tqdm
 
 from nodes.sd.diffusers_keys import unet_diffusers_to_ldm
 from training import data
-from training.common import (UNET_CONFIG, WORK_DIR, Log, cosine_lr, env_info, save_state, sd1_alphas_cumprod, setup,
-                             tokenize, write_json)
+from training.common import (UNET_CONFIG, Deadline, Log, add_common_args, cosine_lr, env_info, save_state,
+                             sd1_alphas_cumprod, setup, tokenize, write_json)
 from training.evaluate import generate, score
-from training.train_unet import diffusion_loss, encode_dataset, load_trained
+from training.train_unet import cached_latents, diffusion_loss, load_trained, sample_latents
 
 TARGET_SUFFIXES = (".to_q", ".to_k", ".to_v", ".to_out.0", ".ff.net.0.proj", ".ff.net.2", ".proj_in", ".proj_out",
                    ".conv1", ".conv2")
@@ -37,6 +37,7 @@ class LoRAModule(nn.Module):
     """y = base(x) + (alpha / rank) · up(down(x)); down has the base layer's kernel, up is 1×1."""
 
     def __init__(self, base: nn.Module, rank: int, alpha: float, gen: torch.Generator):
+        dev = base.weight.device
         super().__init__()
         self.base, self.scale = base, alpha / rank
         if isinstance(base, nn.Linear):
@@ -49,6 +50,7 @@ class LoRAModule(nn.Module):
             fan_in = self.down.weight[0].numel()
             self.down.weight.copy_(torch.randn(self.down.weight.shape, generator=gen) / math.sqrt(fan_in))
             self.up.weight.zero_()
+        self.to(dev)
 
     def forward(self, x):
         return self.base(x) + self.scale * self.up(self.down(x))
@@ -77,35 +79,30 @@ def attach_lora(unet: nn.Module, rank: int, alpha: float, seed: int) -> dict[str
 def kohya_state_dict(loras: dict[str, LoRAModule], rank: int, alpha: float, dtype=torch.float16) -> dict:
     sd = {}
     for base, m in loras.items():
-        sd[f"{base}.lora_down.weight"] = m.down.weight.detach().to(dtype).contiguous()
-        sd[f"{base}.lora_up.weight"] = m.up.weight.detach().to(dtype).contiguous()
+        sd[f"{base}.lora_down.weight"] = m.down.weight.detach().cpu().to(dtype).contiguous()
+        sd[f"{base}.lora_up.weight"] = m.up.weight.detach().cpu().to(dtype).contiguous()
         sd[f"{base}.alpha"] = torch.tensor(float(alpha)).to(dtype)
     return sd
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seed", type=int, default=0)
+    add_common_args(ap)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--images", type=int, default=800)
     ap.add_argument("--eval-prompts", type=int, default=24)
-    ap.add_argument("--work", default=str(WORK_DIR))
     args = ap.parse_args(argv)
 
-    setup(args.seed)
+    dev = setup(args.seed, device=args.device)
     work = Path(args.work)
-    unet, text_model, vae = load_trained(work)
+    unet, text_model, vae = load_trained(work, dev)
     alpha = float(args.rank)
-    cache = work / f"latents_outlined_{args.seed}_{args.images}.pt"
-    if cache.exists():
-        means, logvars, ids, _ = torch.load(cache, weights_only=False)
-    else:
-        means, logvars, ids, _ = encode_dataset(vae, args.images, args.seed + 100, style="outlined")
-        torch.save((means, logvars, ids, None), cache)
-    empty_ids = tokenize([""])
+    means, logvars, ids = cached_latents(vae, work, "outlined", args.images, args.seed + 100, dev, style="outlined",
+                                         workers=args.workers)
+    empty_ids = tokenize([""]).to(dev)
 
     specs = data.heldout_prompts(args.eval_prompts, seed=7)
     captions = [s.caption for s in specs]
@@ -116,37 +113,42 @@ def main(argv=None) -> None:
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, fused=True)
-    gen = torch.Generator().manual_seed(args.seed)
-    alphas = sd1_alphas_cumprod()
-    from training.train_unet import sample_latents
-
+    gen = torch.Generator(device=dev).manual_seed(args.seed)
+    alphas = sd1_alphas_cumprod().to(dev)
     state_path, log = work / "lora_state.pt", Log(work / "lora_log.jsonl")
     start = 0
     if state_path.exists():
-        st = torch.load(state_path, weights_only=False)
+        st = torch.load(state_path, weights_only=False, map_location=dev)
         for name, m in loras.items():
             m.down.weight.data.copy_(st["lora"][name + ".down"]), m.up.weight.data.copy_(st["lora"][name + ".up"])
-        opt.load_state_dict(st["opt"]), gen.set_state(st["gen"])
+        opt.load_state_dict(st["opt"]), gen.set_state(st["gen"].cpu())
         start = st["step"]
-    t0, running = time.time(), None
+    t0, running, deadline, stopped_at = time.time(), None, Deadline(args.max_minutes), None
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="LoRA", dynamic_ncols=True)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, args.steps, args.lr, warmup=20)
-        idx = torch.randint(0, len(means), (args.batch,), generator=gen)
+        idx = torch.randint(0, len(means), (args.batch,), generator=gen, device=dev)
         loss = diffusion_loss(unet, text_model, sample_latents(means, logvars, idx, gen), ids[idx], empty_ids, gen,
                               dropout=0.1, alphas_cumprod=alphas)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{running:.4f}")
-        if step % 10 == 0:
+        done = step + 1
+        if step % 10 == 0 or done == args.steps:
+            running = loss.item() if running is None else 0.8 * running + 0.2 * loss.item()
+            bar.set_postfix(loss=f"{running:.4f}")
             log.write(step=step, loss=loss.item(), smoothed=running)
-        if (step + 1) % 100 == 0:
+        out_of_time = deadline.passed()
+        if done % 500 == 0 or out_of_time:
             save_state(state_path, lora={f"{n}.{p}": getattr(m, p).weight.detach().clone()
                                          for n, m in loras.items() for p in ("down", "up")},
-                       opt=opt.state_dict(), gen=gen.get_state(), step=step + 1)
+                       opt=opt.state_dict(), gen=gen.get_state(), step=done)
+        if out_of_time and done < args.steps:
+            # finish with what there is (a lent GPU runs one command for at most 10 minutes); rerunning resumes
+            tqdm.write(f"LoRA: --max-minutes reached at step {done} of {args.steps}; finishing early")
+            stopped_at = done
+            break
     train_s = time.time() - t0
 
     unet.eval()
@@ -156,12 +158,13 @@ def main(argv=None) -> None:
               metadata={"ss_network_dim": str(args.rank), "ss_network_alpha": str(alpha),
                         "ss_network_module": "networks.lora", "nodegraph.demo": "outlined style"})
     write_json(work / "lora_metrics.json", {
-        "steps": args.steps, "batch": args.batch, "lr": args.lr, "rank": args.rank, "alpha": alpha,
+        "steps": args.steps, "stopped_early_at_step": stopped_at, "batch": args.batch, "lr": args.lr, "rank": args.rank, "alpha": alpha,
         "images": args.images, "seed": args.seed, "final_loss_smoothed": running, "layers": len(loras),
         "params": sum(p.numel() for p in params), "heldout_fill_base": base_fill, "heldout_fill_lora": s["fill"],
         "heldout_colour_acc_lora": s["colour_acc"], "heldout_shape_acc_lora": s["shape_acc"],
-        "train_seconds_this_run": round(train_s, 1), "machine": env_info()})
+        "train_seconds_this_run": round(train_s, 1), "machine": env_info(dev)})
     print(f"fill {base_fill:.3f} -> {s['fill']:.3f}; wrote {out}")
+    return stopped_at is None
 
 
 if __name__ == "__main__":

@@ -30,22 +30,40 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from nodes.sd.unet import UNetModel
 from training import data
-from training.common import (LATENT_SCALE, UNET_CONFIG, WORK_DIR, Log, cosine_lr, env_info, save_state,
-                             sd1_alphas_cumprod, setup, text_config_kwargs, tokenize, write_json)
+from training.common import (LATENT_SCALE, UNET_CONFIG, WORK_DIR, Deadline, Log, add_common_args, cosine_lr, env_info,
+                             save_state, sd1_alphas_cumprod, setup, text_config_kwargs, tokenize, write_json)
 from training.evaluate import generate, score
 from training.train_vae import load_trained_vae
 
 
 @torch.no_grad()
-def encode_dataset(vae, n: int, seed: int, split: str = "train", style: str = "filled", batch: int = 64):
-    """Images of the split -> (scaled latent means, logvars, token ids, specs)."""
-    images, captions, specs = data.make_dataset(n, seed=seed, split=split, style=style)
+def encode_images(vae, images: np.ndarray, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N, 64, 64, 3) -> scaled latent means and log-variances, on the VAE's device."""
+    dev = next(vae.parameters()).device
     means, logvars = [], []
-    for i in tqdm(range(0, n, batch), desc=f"encoding {n} images", dynamic_ncols=True):
-        m, lv = vae.encode_moments(data.to_tensor(images[i:i + batch]))
+    for i in tqdm(range(0, len(images), batch), desc=f"encoding {len(images)} images", dynamic_ncols=True):
+        m, lv = vae.encode_moments(data.to_tensor(images[i:i + batch]).to(dev))
         means.append(m * LATENT_SCALE)
         logvars.append(lv + 2 * np.log(LATENT_SCALE))
-    return torch.cat(means), torch.cat(logvars), tokenize(captions), specs
+    return torch.cat(means), torch.cat(logvars)
+
+
+def encode_dataset(vae, n: int, seed: int, split: str = "train", style: str = "filled", workers: int = 1):
+    """`n` images of the split -> (scaled latent means, logvars, token ids, specs)."""
+    scenes = data.make_scenes(n, seed=seed, split=split, style=style, workers=workers)
+    means, logvars = encode_images(vae, scenes.images)
+    return means, logvars, tokenize(scenes.captions), scenes.specs
+
+
+def cached_latents(vae, work: Path, name: str, n: int, seed: int, device, **kw):
+    """encode_dataset's first three results, cached in the work folder (CPU tensors on disk)."""
+    path = work / f"latents_{name}_{seed}_{n}.pt"
+    if path.exists():
+        means, logvars, ids = torch.load(path, weights_only=False)[:3]
+    else:
+        means, logvars, ids, _ = encode_dataset(vae, n, seed, **kw)
+        torch.save((means.cpu(), logvars.cpu(), ids), path)
+    return means.to(device), logvars.to(device), ids.to(device)
 
 
 def new_text_model(seed: int) -> CLIPTextModel:
@@ -63,11 +81,11 @@ def new_unet(seed: int) -> UNetModel:
 def diffusion_loss(unet, text_model, z0, ids, empty_ids, gen, *, dropout: float, alphas_cumprod, snr_gamma=5.0,
                    control_fn=None):
     """One ε-prediction loss on clean scaled latents z0 (B, 4, 8, 8) with caption ids (B, 77)."""
-    b = z0.shape[0]
-    drop = torch.rand(b, generator=gen) < dropout
+    b, dev = z0.shape[0], z0.device
+    drop = torch.rand(b, generator=gen, device=dev) < dropout
     ids = torch.where(drop[:, None], empty_ids.expand(b, -1), ids)
-    t = torch.randint(0, len(alphas_cumprod), (b,), generator=gen)
-    noise = torch.randn(z0.shape, generator=gen)
+    t = torch.randint(0, len(alphas_cumprod), (b,), generator=gen, device=dev)
+    noise = torch.randn(z0.shape, generator=gen, device=dev)
     a = alphas_cumprod[t].view(b, 1, 1, 1)
     x_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
     context = text_model(input_ids=ids).last_hidden_state
@@ -80,13 +98,12 @@ def diffusion_loss(unet, text_model, z0, ids, empty_ids, gen, *, dropout: float,
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1.0 - decay)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
 
 
 def sample_latents(means, logvars, idx, gen):
     m, lv = means[idx], logvars[idx]
-    return m + torch.exp(0.5 * lv) * torch.randn(m.shape, generator=gen)
+    return m + torch.exp(0.5 * lv) * torch.randn(m.shape, generator=gen, device=m.device)
 
 
 def evaluate(unet, text_model, vae, n: int, seed: int) -> dict:
@@ -98,7 +115,7 @@ def evaluate(unet, text_model, vae, n: int, seed: int) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seed", type=int, default=0)
+    add_common_args(ap)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -108,22 +125,16 @@ def main(argv=None) -> None:
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--eval-every", type=int, default=300)
     ap.add_argument("--eval-prompts", type=int, default=24)
-    ap.add_argument("--work", default=str(WORK_DIR))
     args = ap.parse_args(argv)
 
-    setup(args.seed)
+    dev = setup(args.seed, device=args.device)
     work = Path(args.work)
-    vae = load_trained_vae(work)
-    cache = work / f"latents_{args.seed}_{args.images}.pt"
-    if cache.exists():
-        means, logvars, ids, _ = torch.load(cache, weights_only=False)
-    else:
-        means, logvars, ids, specs = encode_dataset(vae, args.images, args.seed)
-        torch.save((means, logvars, ids, None), cache)
-    print(f"latents {tuple(means.shape)}: mean {means.mean():.3f}, std {means.std():.3f}")
-    empty_ids = tokenize([""])
+    vae = load_trained_vae(work, dev)
+    means, logvars, ids = cached_latents(vae, work, "train", args.images, args.seed, dev, workers=args.workers)
+    print(f"latents {tuple(means.shape)}: mean {means.mean():.3f}, std {means.std():.3f}; training on {env_info(dev)}")
+    empty_ids = tokenize([""]).to(dev)
 
-    unet, text_model = new_unet(args.seed), new_text_model(args.seed + 1)
+    unet, text_model = new_unet(args.seed).to(dev), new_text_model(args.seed + 1).to(dev)
     unet.train(), text_model.train()
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_model).eval()
     for m in (ema_unet, ema_text):
@@ -131,24 +142,24 @@ def main(argv=None) -> None:
     opt = torch.optim.AdamW([{"params": unet.parameters(), "lr": args.lr, "base": args.lr},
                              {"params": text_model.parameters(), "lr": args.text_lr, "base": args.text_lr}],
                             weight_decay=0.01, fused=True)
-    gen = torch.Generator().manual_seed(args.seed)
-    alphas = sd1_alphas_cumprod()
+    gen = torch.Generator(device=dev).manual_seed(args.seed)
+    alphas = sd1_alphas_cumprod().to(dev)
     state_path, log = work / "unet_state.pt", Log(work / "unet_log.jsonl")
     start, history = 0, []
     if state_path.exists():
-        st = torch.load(state_path, weights_only=False)
+        st = torch.load(state_path, weights_only=False, map_location=dev)
         unet.load_state_dict(st["unet"]), text_model.load_state_dict(st["text"])
         ema_unet.load_state_dict(st["ema_unet"]), ema_text.load_state_dict(st["ema_text"])
-        opt.load_state_dict(st["opt"]), gen.set_state(st["gen"])
+        opt.load_state_dict(st["opt"]), gen.set_state(st["gen"].cpu())
         start, history = st["step"], st["history"]
         print(f"resuming at step {start}")
 
-    t0, running = time.time(), None
+    t0, running, deadline, stopped_at = time.time(), None, Deadline(args.max_minutes), None
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="UNet", dynamic_ncols=True)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, args.steps, g["base"], warmup=100)
-        idx = torch.randint(0, len(means), (args.batch,), generator=gen)
+        idx = torch.randint(0, len(means), (args.batch,), generator=gen, device=dev)
         z0 = sample_latents(means, logvars, idx, gen)
         loss = diffusion_loss(unet, text_model, z0, ids[idx], empty_ids, gen, dropout=args.dropout,
                               alphas_cumprod=alphas)
@@ -158,39 +169,52 @@ def main(argv=None) -> None:
         opt.step()
         decay = min(args.ema, (1 + step) / (10 + step))
         ema_update(ema_unet, unet, decay), ema_update(ema_text, text_model, decay)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.set_postfix(loss=f"{running:.4f}")
-        if step % 10 == 0:
-            log.write(step=step, loss=loss.item(), smoothed=running)
         done = step + 1
+        if step % 10 == 0 or done == args.steps:  # .item() waits for the GPU: not every step
+            running = loss.item() if running is None else 0.8 * running + 0.2 * loss.item()
+            bar.set_postfix(loss=f"{running:.4f}")
+            log.write(step=step, loss=loss.item(), smoothed=running)
         if done % args.eval_every == 0 or done == args.steps:
             metrics = evaluate(ema_unet, ema_text, vae, args.eval_prompts, seed=7)
             history.append({"step": done, "loss_smoothed": running, **metrics})
             log.write(step=done, **metrics)
             tqdm.write(f"step {done}: {metrics}")
-        if done % 100 == 0 or done == args.steps:
+        out_of_time = deadline.passed()
+        if done % 500 == 0 or done == args.steps or out_of_time:
             save_state(state_path, unet=unet.state_dict(), text=text_model.state_dict(),
                        ema_unet=ema_unet.state_dict(), ema_text=ema_text.state_dict(), opt=opt.state_dict(),
                        gen=gen.get_state(), step=done, history=history)
+        if out_of_time and done < args.steps:
+            # finish with what there is (a lent GPU runs one command for at most 10 minutes); rerunning resumes
+            tqdm.write(f"UNet: --max-minutes reached at step {done} of {args.steps}; finishing early")
+            stopped_at = done
+            break
     train_s = time.time() - t0
+    if stopped_at is not None:
+        metrics = evaluate(ema_unet, ema_text, vae, args.eval_prompts, seed=7)
+        history.append({"step": stopped_at, "loss_smoothed": running, **metrics})
+        tqdm.write(f"step {stopped_at}: {metrics}")
 
-    save_file({k: v.contiguous() for k, v in ema_unet.state_dict().items()}, str(work / "unet.safetensors"))
-    save_file({k: v.contiguous() for k, v in ema_text.state_dict().items()}, str(work / "text.safetensors"))
+    save_file({k: v.cpu().contiguous() for k, v in ema_unet.state_dict().items()}, str(work / "unet.safetensors"))
+    save_file({k: v.cpu().contiguous() for k, v in ema_text.state_dict().items()}, str(work / "text.safetensors"))
     write_json(work / "unet_metrics.json", {
-        "steps": args.steps, "batch": args.batch, "lr": args.lr, "text_lr": args.text_lr, "images": args.images,
+        "steps": args.steps, "stopped_early_at_step": stopped_at, "batch": args.batch, "lr": args.lr,
+        "text_lr": args.text_lr, "images": args.images,
         "caption_dropout": args.dropout, "ema": args.ema, "seed": args.seed, "final_loss_smoothed": running,
-        "history": history, "train_seconds_this_run": round(train_s, 1), "machine": env_info(),
+        "history": history, "train_seconds_this_run": round(train_s, 1), "machine": env_info(dev),
         "unet_params": sum(p.numel() for p in unet.parameters()),
         "text_params": sum(p.numel() for p in text_model.parameters())})
     print(f"wrote {work / 'unet.safetensors'} and {work / 'text.safetensors'}")
+    return stopped_at is None
 
 
-def load_trained(work=WORK_DIR):
-    """(unet, text_model, vae) of a finished run, in eval mode."""
+def load_trained(work=WORK_DIR, device="cpu"):
+    """(unet, text_model, vae) of a finished run, in eval mode, on `device`."""
     unet, text_model = UNetModel(UNET_CONFIG), CLIPTextModel(CLIPTextConfig(**text_config_kwargs()))
     unet.load_state_dict(load_file(str(Path(work) / "unet.safetensors")))
     text_model.load_state_dict(load_file(str(Path(work) / "text.safetensors")))
-    return unet.eval().requires_grad_(False), text_model.eval().requires_grad_(False), load_trained_vae(Path(work))
+    return (unet.eval().requires_grad_(False).to(device), text_model.eval().requires_grad_(False).to(device),
+            load_trained_vae(Path(work), device))
 
 
 if __name__ == "__main__":
