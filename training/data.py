@@ -236,6 +236,12 @@ def to_tensor(images: np.ndarray):
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def other_position(position: str) -> str:
+    """The next position phrase after `position` (a deterministic "wrong" position)."""
+    names = list(POSITIONS)
+    return names[(names.index(position) + 1) % len(names)]
+
+
 def heldout_prompts(n: int = 60, *, seed: int = 1234) -> list[Spec]:
     """`n` held-out scenes, cycling through the held-out (colour, shape) pairs so each gets its share."""
     rng = np.random.default_rng([seed, 99])

@@ -81,6 +81,12 @@ def judge_shipped(n: int = 60, seed: int = 0) -> dict:
             if strength == 1.0:
                 out["controlnet_iou_min"] = float(np.min(ious))
                 out["controlnet_frac_iou_ge_0.7"] = float(np.mean(np.array(ious) >= 0.7))
+        # prompts that name another position than the edges show: the edges must win
+        wrong = [data.caption_of(s.colour, s.shape, s.background, data.other_position(s.position)) for s in plain]
+        for strength, key in ((1.0, "controlnet_iou_wrong_position"), (0.0, "controlnet_iou_wrong_position_strength_0")):
+            ims = harness.generate(demo, wrong, seed=seed, control=harness.controlnet(edges, strength))
+            out[key] = float(np.mean([iou(judge(im).mask if judge(im).mask is not None else np.zeros((64, 64), bool), t)
+                                      for im, t in zip(ims, targets)]))
     return out
 
 
@@ -95,7 +101,6 @@ def fmt(x, nd=3):
 def write_cards(work: Path, judged: dict) -> None:
     vae, unet = read_json(work / "vae_metrics.json"), read_json(work / "unet_metrics.json")
     lora, cn = read_json(work / "lora_metrics.json"), read_json(work / "controlnet_metrics.json")
-    times = read_json(work / "times.json")
     hist = "\n".join(f"| {h['step']} | {fmt(h['loss_smoothed'], 4)} | {fmt(h['heldout_colour_acc'], 2)} | "
                      f"{fmt(h['heldout_shape_acc'], 2)} |" for h in unet.get("history", []))
     ckpt = DEMO_DIR / CHECKPOINT_NAME
@@ -121,8 +126,9 @@ Generated through the ordinary loaders and the KSampler pipeline from the fp16 f
 """
     (DEMO_DIR / (Path(CHECKPOINT_NAME).stem + ".md")).write_text(f"""# nodegraph-demo.safetensors
 
-A tiny model of the Stable Diffusion 1.x architecture, trained from scratch on this project's own CPU in
-minutes, so that nodegraph draws what it is told with no download. It draws one coloured shape on a
+A tiny model of the Stable Diffusion 1.x architecture, trained from scratch by this project (`training/`, about
+15 minutes on one lent H100; the same scripts run on a CPU), so that nodegraph draws what it is told with no
+download. It draws one coloured shape on a
 plain background; it knows no other words. Single-file SD1 layout: `model.diffusion_model.*`,
 `first_stage_model.*`, `cond_stage_model.transformer.*`; fp16; {size_mb(ckpt)} MB. Loads through the
 ordinary checkpoint loader and model detection (real SD1.5 files load through the same code).
@@ -138,9 +144,11 @@ prompt. Latent scale is SD1's 0.18215 (the VAE was reparametrised so scaled late
 
 {dataset}
 ## Training (`training/README.md` has the commands)
-* VAE: `python -m training.train_vae` — {vae.get('crop_steps')} steps of {vae.get('batch')} 32×32 crops, then
-  {vae.get('full_steps')} steps of {vae.get('full_batch')} whole images; L1 + Sobel-edge L1 + {vae.get('kl_weight')}·KL; AdamW
-  lr {vae.get('lr')} cosine. Held-out PSNR **{fmt(vae.get('heldout_psnr_db'), 2)} dB** (posterior mean, 64 held-out images).
+* VAE: `python -m training.train_vae` — {vae.get('steps')} steps of {vae.get('batch')} whole 64×64 images drawn from a
+  pool of {vae.get('pool')} scenes (15% outlined); shape-weighted (×{vae.get('shape_weight')}) L1 + MSE, {vae.get('chroma_weight')}·L1 on
+  Cb/Cr, Sobel-edge L1, {vae.get('kl_weight')}·KL; AdamW lr {vae.get('lr')} cosine. Held-out PSNR
+  **{fmt(vae.get('heldout_psnr_db'), 2)} dB** (posterior mean, held-out images); mean error of the shape's colour after a
+  round trip {fmt(vae.get('heldout_shape_colour_error'), 1)}/255.
   Latent std after ×0.18215 on held-out images: {[round(x, 2) for x in vae.get('scaled_latent_std_heldout', [])]}.
 * UNet + text encoder, jointly: `python -m training.train_unet` — {unet.get('steps')} steps, batch {unet.get('batch')},
   {unet.get('images')} training images (VAE latents, posterior sampled), ε-prediction on SD1's schedule,
@@ -154,7 +162,9 @@ Progress (24 held-out prompts, EMA weights):
 |---|---|---|---|
 {hist}
 
-Measured training times on this machine: {times or 'see training/README.md'}.
+Training loops' wall time: VAE {vae.get('train_seconds_this_run')} s, UNet + text encoder
+{unet.get('train_seconds_this_run')} s, LoRA {lora.get('train_seconds_this_run')} s, ControlNet {cn.get('train_seconds_this_run')} s, on
+{unet.get('machine')} (training/README.md has the whole run's times).
 
 {judges}
 ## Limits
@@ -210,7 +220,10 @@ Final smoothed loss {fmt(cn.get('final_loss_smoothed'), 4)}.
 Mask of the generated shape (filled outer contour of its saturated pixels) against the region the edge
 map encloses, on held-out prompts with plain backgrounds (euler, 12 steps, CFG 5): mean IoU
 **{fmt(judged.get('controlnet_iou'))}** (minimum {fmt(judged.get('controlnet_iou_min'))}, {fmt(judged.get('controlnet_frac_iou_ge_0.7'), 2)} of images ≥ 0.7);
-the same prompts with the ControlNet at strength 0: {fmt(judged.get('controlnet_iou_strength_0'))}.
+the same prompts with the ControlNet at strength 0: {fmt(judged.get('controlnet_iou_strength_0'))} (the prompt names the
+position too). With prompts that name a *different* position than the edges show, the edges win: IoU
+**{fmt(judged.get('controlnet_iou_wrong_position'))}**, against {fmt(judged.get('controlnet_iou_wrong_position_strength_0'))} at strength 0. Trained with
+{cn.get('other_caption')} of the captions' position phrases dropped or replaced, so that the net had to read the edges.
 """)
 
 

@@ -54,19 +54,35 @@ def new_controlnet(unet, seed: int) -> ControlNetModel:
     return net
 
 
+def other_caption(spec: data.Spec, rng: np.random.Generator) -> str:
+    """The caption with its position phrase dropped (half) or replaced by another position (half)."""
+    bg = " and ".join(spec.background)
+    if rng.random() < 0.5:
+        return f"a {spec.colour} {spec.shape} on a {bg} background"
+    others = [p for p in data.POSITIONS if p != spec.position]
+    return data.caption_of(spec.colour, spec.shape, spec.background, others[rng.integers(len(others))])
+
+
 def encode_with_hints(vae, n: int, seed: int, workers: int = 1):
+    """Latents, token ids of the true captions and of captions whose position is dropped or wrong, hints."""
     scenes = data.make_scenes(n, seed=seed, split="train", workers=workers)
     means, logvars = encode_images(vae, scenes.images)
-    return means.cpu(), logvars.cpu(), tokenize(scenes.captions), hints_of(scenes.images)
+    rng = np.random.default_rng([seed, 5])
+    other_ids = tokenize([other_caption(s, rng) for s in scenes.specs])
+    return means.cpu(), logvars.cpu(), tokenize(scenes.captions), other_ids, hints_of(scenes.images)
 
 
-def evaluate_iou(unet, text_model, vae, net, n: int, seed: int, strength: float = 1.0) -> float:
+def evaluate_iou(unet, text_model, vae, net, n: int, seed: int, strength: float = 1.0, wrong_position=False) -> float:
+    """Mean IoU of the generated shape with the edge map's shape, on held-out prompts with plain
+    backgrounds; `wrong_position`: the prompts name another position than the edges show."""
     specs = data.heldout_prompts(n, seed=seed)
     plain = [s for s in specs if len(s.background) == 1][: max(1, n // 2)]
     images = np.stack([data.render(s) for s in plain])
     hints = hints_of(images)
     control = ControlNet(net, name="training").set_cond_hint(hints.to(net.device), strength)
-    out = generate(unet, text_model, vae, [s.caption for s in plain], seed=seed, control=control)
+    captions = [data.caption_of(s.colour, s.shape, s.background, data.other_position(s.position))
+                if wrong_position else s.caption for s in plain]
+    out = generate(unet, text_model, vae, captions, seed=seed, control=control)
     return float(np.mean(control_iou(out, hints.permute(0, 2, 3, 1).numpy())))
 
 
@@ -78,18 +94,21 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--eval-prompts", type=int, default=32)
+    ap.add_argument("--other-caption", type=float, default=0.5,
+                    help="share of captions whose position is dropped or wrong, so that the edges must place "
+                         "the shape (with true captions only, the net learns to lean on the text)")
     args = ap.parse_args(argv)
 
     dev = setup(args.seed, device=args.device)
     work = Path(args.work)
     unet, text_model, vae = load_trained(work, dev)
-    cache = work / f"latents_hints_{args.seed}_{args.images}.pt"
+    cache = work / f"latents_hints2_{args.seed}_{args.images}.pt"
     if cache.exists():
-        means, logvars, ids, hints = torch.load(cache, weights_only=False)
+        tensors = torch.load(cache, weights_only=False)
     else:
-        means, logvars, ids, hints = encode_with_hints(vae, args.images, args.seed + 200, args.workers)
-        torch.save((means, logvars, ids, hints), cache)
-    means, logvars, ids, hints = means.to(dev), logvars.to(dev), ids.to(dev), hints.to(dev)
+        tensors = encode_with_hints(vae, args.images, args.seed + 200, args.workers)
+        torch.save(tensors, cache)
+    means, logvars, ids, other_ids, hints = (t.to(dev) for t in tensors)
     empty_ids = tokenize([""]).to(dev)
     net = new_controlnet(unet, args.seed + 3).to(dev).train()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0, fused=True)
@@ -109,7 +128,9 @@ def main(argv=None) -> None:
             g["lr"] = cosine_lr(step, args.steps, args.lr, warmup=20)
         idx = torch.randint(0, len(means), (args.batch,), generator=gen, device=dev)
         hint = hints[idx]
-        loss = diffusion_loss(unet, text_model, sample_latents(means, logvars, idx, gen), ids[idx], empty_ids, gen,
+        other = torch.rand(args.batch, generator=gen, device=dev) < args.other_caption
+        batch_ids = torch.where(other[:, None], other_ids[idx], ids[idx])
+        loss = diffusion_loss(unet, text_model, sample_latents(means, logvars, idx, gen), batch_ids, empty_ids, gen,
                               dropout=0.1, alphas_cumprod=alphas,
                               control_fn=lambda x, t, ctx: net(x, hint, t.float(), ctx))
         opt.zero_grad(set_to_none=True)
@@ -132,6 +153,8 @@ def main(argv=None) -> None:
     train_s = time.time() - t0
     net.eval().requires_grad_(False)
     final = evaluate_iou(unet, text_model, vae, net, args.eval_prompts, seed=7)
+    wrong = evaluate_iou(unet, text_model, vae, net, args.eval_prompts, seed=7, wrong_position=True)
+    wrong_base = evaluate_iou(unet, text_model, vae, net, args.eval_prompts, seed=7, strength=0.0, wrong_position=True)
     out = work / "controlnet.safetensors"
     save_file({ORIGINAL_PREFIX + k: v.detach().cpu().half().contiguous() for k, v in net.state_dict().items()},
               str(out),
@@ -139,9 +162,12 @@ def main(argv=None) -> None:
     write_json(work / "controlnet_metrics.json", {
         "steps": args.steps, "stopped_early_at_step": stopped_at, "batch": args.batch, "lr": args.lr, "images": args.images, "seed": args.seed,
         "final_loss_smoothed": running, "heldout_iou_without_control": baseline, "heldout_iou": final,
+        "heldout_iou_wrong_position": wrong, "heldout_iou_wrong_position_without_control": wrong_base,
+        "other_caption": args.other_caption,
         "params": sum(p.numel() for p in net.parameters()), "canny": [CANNY_LOW, CANNY_HIGH],
         "train_seconds_this_run": round(train_s, 1), "machine": env_info(dev)})
-    print(f"IoU {baseline:.3f} (no control) -> {final:.3f}; wrote {out}")
+    print(f"IoU {baseline:.3f} (no control) -> {final:.3f}; prompts naming another position: {wrong_base:.3f} -> "
+          f"{wrong:.3f}; wrote {out}")
     return stopped_at is None
 
 

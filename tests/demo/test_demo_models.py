@@ -108,11 +108,21 @@ def test_the_lora_draws_outlines_at_strength_1_and_nothing_at_0(demo, heldout, b
                           harness.generate(demo, few, seed=0))
 
 
-def test_the_controlnet_puts_the_shape_where_the_edges_are(demo):
+@pytest.fixture(scope="module")
+def edge_maps():
     specs = [s for s in data.heldout_prompts(48, seed=21) if len(s.background) == 1][:16]
     edges = harness.canny(np.stack([data.render(s) for s in specs]))
-    targets = [edge_shape_mask(e) for e in edges.numpy()]
-    prompts = [s.caption for s in specs]
+    return specs, edges, [edge_shape_mask(e) for e in edges.numpy()]
+
+
+@pytest.mark.parametrize("prompt_position", ["the edges'", "another"])
+def test_the_controlnet_puts_the_shape_where_the_edges_are(demo, edge_maps, prompt_position):
+    """IoU of the generated shape with the region the edge map encloses. With prompts that name another
+    position than the edges show, the shape must still follow the edges (and without the ControlNet it
+    goes where the words say)."""
+    specs, edges, targets = edge_maps
+    prompts = [s.caption if prompt_position == "the edges'" else
+               data.caption_of(s.colour, s.shape, s.background, data.other_position(s.position)) for s in specs]
 
     def mean_iou(strength):
         images = harness.generate(demo, prompts, seed=3, control=harness.controlnet(edges, strength))
@@ -121,4 +131,5 @@ def test_the_controlnet_puts_the_shape_where_the_edges_are(demo):
 
     with_control, without = mean_iou(1.0), mean_iou(0.0)
     assert with_control >= 0.7, (with_control, without)
-    assert with_control > without + 0.05, (with_control, without)
+    margin = 0.05 if prompt_position == "the edges'" else 0.5
+    assert with_control > without + margin, (with_control, without)
