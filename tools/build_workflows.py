@@ -16,8 +16,8 @@ sys.path.insert(0, str(ROOT))
 from nodegraph.registry import NodeRegistry  # noqa: E402
 
 import nodes  # noqa: E402
-from nodes.default_model import DEFAULT_CHECKPOINT  # noqa: E402
-from nodes.default_model import DEFAULT_CONTROLNET, DEFAULT_DEPTH_MODEL, DEFAULT_LORA  # noqa: E402
+from nodes.default_model import (DEFAULT_CHECKPOINT, DEFAULT_CONTROLNET, DEFAULT_DEPTH_MODEL,  # noqa: E402
+                                 DEMO_CANNY_THRESHOLDS, DEMO_CONTROLNET, DEMO_LORA, TINY_CHECKPOINT)
 
 REGISTRY = NodeRegistry()
 nodes.register_nodes(REGISTRY)
@@ -61,8 +61,15 @@ class Workflow:
                 "version": 0.4}
 
 
-def sd_base(w: Workflow, positive: str, negative: str = "blurry, low quality"):
-    ckpt = w.add("CheckpointLoaderSimple", (30, 200), [DEFAULT_CHECKPOINT], size=[315, 98])
+# Every example runs on the embedded demo model (nodes/sd/demo): 64×64, prompts in its vocabulary (a colour,
+# a shape, a background, a position), CFG 5 and an empty negative prompt, as it was trained and judged.
+# The one exception is controlnet_depth.json: no depth ControlNet is trained for the demo model, so it runs
+# the tiny random stand-ins (it shows the wiring; its picture is noise).
+CFG = 5.0
+
+
+def sd_base(w: Workflow, positive: str, negative: str = "", checkpoint: str = DEFAULT_CHECKPOINT):
+    ckpt = w.add("CheckpointLoaderSimple", (30, 200), [checkpoint], size=[315, 98])
     pos = w.add("CLIPTextEncode", (400, 100), [positive], title="Positive prompt", clip=(ckpt, 1))
     neg = w.add("CLIPTextEncode", (400, 350), [negative], title="Negative prompt", clip=(ckpt, 1))
     return ckpt, pos, neg
@@ -70,9 +77,9 @@ def sd_base(w: Workflow, positive: str, negative: str = "blurry, low quality"):
 
 def txt2img() -> dict:
     w = Workflow()
-    ckpt, pos, neg = sd_base(w, "a red circle on a white background")
+    ckpt, pos, neg = sd_base(w, "a red circle on a white background, center")
     latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
-    sampler = w.add("KSampler", (850, 200), [42, "fixed", 20, 8.0, "euler", "normal", 1.0], size=[315, 262],
+    sampler = w.add("KSampler", (850, 200), [42, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
                     model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
     image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
     w.add("SaveImage", (1560, 200), ["nodegraph"], images=(image, 0))
@@ -80,11 +87,12 @@ def txt2img() -> dict:
 
 
 def img2img() -> dict:
+    """input/example.png (a blue square, top left) redrawn purple: denoise 0.6 keeps the layout."""
     w = Workflow()
-    ckpt, pos, neg = sd_base(w, "a blue square on a white background")
+    ckpt, pos, neg = sd_base(w, "a purple square on a white background, top left")
     load = w.add("LoadImage", (30, 600), ["example.png", "image"])
     encoded = w.add("VAEEncode", (400, 600), pixels=(load, 0), vae=(ckpt, 2))
-    sampler = w.add("KSampler", (850, 200), [7, "fixed", 20, 8.0, "dpmpp_2m", "karras", 0.6],
+    sampler = w.add("KSampler", (850, 200), [7, "fixed", 20, CFG, "dpmpp_2m", "karras", 0.6],
                     model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(encoded, 0))
     image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
     w.add("SaveImage", (1560, 200), ["img2img"], images=(image, 0))
@@ -92,12 +100,13 @@ def img2img() -> dict:
 
 
 def inpaint() -> dict:
+    """Repaints where input/example.png is transparent (the top-left region, where its blue square is)."""
     w = Workflow()
-    ckpt, pos, neg = sd_base(w, "a green triangle")
+    ckpt, pos, neg = sd_base(w, "a yellow circle on a white background, top left")
     load = w.add("LoadImage", (30, 600), ["example.png", "image"])
     encoded = w.add("VAEEncode", (400, 600), pixels=(load, 0), vae=(ckpt, 2))
     masked = w.add("SetLatentNoiseMask", (650, 600), samples=(encoded, 0), mask=(load, 1))
-    sampler = w.add("KSampler", (850, 200), [3, "fixed", 20, 8.0, "euler_ancestral", "normal", 1.0],
+    sampler = w.add("KSampler", (850, 200), [3, "fixed", 20, CFG, "euler_ancestral", "normal", 1.0],
                     model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(masked, 0))
     image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
     w.add("SaveImage", (1560, 200), ["inpaint"], images=(image, 0))
@@ -106,45 +115,54 @@ def inpaint() -> dict:
 
 def hires_fix() -> dict:
     w = Workflow()
-    ckpt, pos, neg = sd_base(w, "a yellow star on a black background")
+    ckpt, pos, neg = sd_base(w, "a yellow star on a black background, center")
     latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
-    first = w.add("KSampler", (850, 100), [11, "fixed", 12, 8.0, "euler", "normal", 1.0], title="First pass",
+    first = w.add("KSampler", (850, 100), [11, "fixed", 12, CFG, "euler", "normal", 1.0], title="First pass",
                   model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
     bigger = w.add("LatentUpscaleBy", (850, 450), ["nearest-exact", 1.5], samples=(first, 0))
-    second = w.add("KSampler", (1200, 100), [11, "fixed", 12, 8.0, "dpmpp_2m", "karras", 0.5], title="Hires pass",
+    second = w.add("KSampler", (1200, 100), [11, "fixed", 12, CFG, "dpmpp_2m", "karras", 0.5], title="Hires pass",
                    model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(bigger, 0))
     image = w.add("VAEDecode", (1560, 100), vae=(ckpt, 2), samples=(second, 0))
     w.add("SaveImage", (1900, 100), ["hires"], images=(image, 0))
     return w.to_json()
 
 
-def lora() -> dict:
+def _lora(prompt: str, strength: float, prefix: str) -> dict:
+    """The demo LoRA (shapes drawn as outlines) on the demo model."""
     w = Workflow()
     ckpt = w.add("CheckpointLoaderSimple", (30, 200), [DEFAULT_CHECKPOINT], size=[315, 98])
-    styled = w.add("LoraLoader", (30, 400), [DEFAULT_LORA, 0.8, 0.8], size=[315, 126],
+    styled = w.add("LoraLoader", (30, 400), [DEMO_LORA, strength, strength], size=[315, 126],
                    model=(ckpt, 0), clip=(ckpt, 1))
-    pos = w.add("CLIPTextEncode", (400, 100), ["a red circle on a white background, in the LoRA's style"],
-                title="Positive prompt", clip=(styled, 1))
-    neg = w.add("CLIPTextEncode", (400, 350), ["blurry, low quality"], title="Negative prompt", clip=(styled, 1))
+    pos = w.add("CLIPTextEncode", (400, 100), [prompt], title="Positive prompt", clip=(styled, 1))
+    neg = w.add("CLIPTextEncode", (400, 350), [""], title="Negative prompt", clip=(styled, 1))
     latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
-    sampler = w.add("KSampler", (850, 200), [42, "fixed", 20, 8.0, "euler", "normal", 1.0], size=[315, 262],
+    sampler = w.add("KSampler", (850, 200), [42, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
                     model=(styled, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
     image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
-    w.add("SaveImage", (1560, 200), ["lora"], images=(image, 0))
+    w.add("SaveImage", (1560, 200), [prefix], images=(image, 0))
     return w.to_json()
 
 
-def _controlnet(hint_node: str, hint_widgets: list, prompt: str, prefix: str, window: list) -> dict:
+def lora() -> dict:
+    return _lora("a red circle on a white background, top right", 0.8, "lora")
+
+
+def demo_lora() -> dict:  # the setting the LoRA was judged with: strength 1
+    return _lora("a blue star on a white background, center", 1.0, "demo_lora")
+
+
+def _controlnet(hint_node: str, hint_widgets: list, prompt: str, prefix: str, window: list, *,
+                checkpoint: str = DEFAULT_CHECKPOINT, controlnet: str = DEMO_CONTROLNET) -> dict:
     """Text-to-image steered by a ControlNet whose hint is `hint_node` run on input/example.png."""
     w = Workflow()
-    ckpt, pos, neg = sd_base(w, prompt)
+    ckpt, pos, neg = sd_base(w, prompt, checkpoint=checkpoint)
     load = w.add("LoadImage", (30, 600), ["example.png", "image"])
     hint = w.add(hint_node, (400, 850), hint_widgets, image=(load, 0))
-    net = w.add("ControlNetLoader", (400, 1050), [DEFAULT_CONTROLNET], size=[315, 58])
+    net = w.add("ControlNetLoader", (400, 1050), [controlnet], size=[315, 58])
     applied = w.add("ControlNetApplyAdvanced", (850, 600), [1.0, *window], size=[315, 186],
                     positive=(pos, 0), negative=(neg, 0), control_net=(net, 0), image=(hint, 0))
     latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
-    sampler = w.add("KSampler", (1200, 200), [42, "fixed", 20, 8.0, "euler", "normal", 1.0], size=[315, 262],
+    sampler = w.add("KSampler", (1200, 200), [42, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
                     model=(ckpt, 0), positive=(applied, 0), negative=(applied, 1), latent_image=(latent, 0))
     image = w.add("VAEDecode", (1550, 200), vae=(ckpt, 2), samples=(sampler, 0))
     w.add("SaveImage", (1900, 200), [prefix], images=(image, 0))
@@ -152,55 +170,20 @@ def _controlnet(hint_node: str, hint_widgets: list, prompt: str, prefix: str, wi
 
 
 def controlnet_canny() -> dict:
-    return _controlnet("Canny", [0.4, 0.8], "a red square, sharp edges", "controlnet_canny", [0.0, 1.0])
+    return _controlnet("Canny", list(DEMO_CANNY_THRESHOLDS), "a red square on a white background, top left",
+                       "controlnet_canny", [0.0, 1.0])
+
+
+def demo_controlnet() -> dict:
+    # The prompt names no position: the edges of input/example.png (a square, top left) place the shape.
+    return _controlnet("Canny", list(DEMO_CANNY_THRESHOLDS), "a green square on a white background",
+                       "demo_controlnet", [0.0, 1.0])
 
 
 def controlnet_depth() -> dict:
     # Depth steers the layout; releasing it for the last 20% of the steps lets the details follow the prompt.
     return _controlnet("DepthEstimation", [DEFAULT_DEPTH_MODEL, 0], "a red box on a table", "controlnet_depth",
-                       [0.0, 0.8])
-
-
-# The trained demo models (nodes/sd/demo, issue 7): what they were trained and judged with — 64×64, an
-# empty negative prompt, CFG 5, and Canny at the thresholds the ControlNet learned (0.05 / 0.1).
-DEMO_CHECKPOINT = "nodegraph-demo.safetensors"
-DEMO_LORA = "nodegraph-demo-lora.safetensors"
-DEMO_CONTROLNET = "nodegraph-demo-controlnet.safetensors"
-
-
-def demo_lora() -> dict:
-    w = Workflow()
-    ckpt = w.add("CheckpointLoaderSimple", (30, 200), [DEMO_CHECKPOINT], size=[315, 98])
-    styled = w.add("LoraLoader", (30, 400), [DEMO_LORA, 1.0, 1.0], size=[315, 126],
-                   model=(ckpt, 0), clip=(ckpt, 1))
-    pos = w.add("CLIPTextEncode", (400, 100), ["a blue star on a white background, center"],
-                title="Positive prompt", clip=(styled, 1))
-    neg = w.add("CLIPTextEncode", (400, 350), [""], title="Negative prompt", clip=(styled, 1))
-    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
-    sampler = w.add("KSampler", (850, 200), [42, "fixed", 20, 5.0, "euler", "normal", 1.0], size=[315, 262],
-                    model=(styled, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
-    image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
-    w.add("SaveImage", (1560, 200), ["demo_lora"], images=(image, 0))
-    return w.to_json()
-
-
-def demo_controlnet() -> dict:
-    w = Workflow()
-    ckpt = w.add("CheckpointLoaderSimple", (30, 200), [DEMO_CHECKPOINT], size=[315, 98])
-    pos = w.add("CLIPTextEncode", (400, 100), ["a red square on a white background, center"],
-                title="Positive prompt", clip=(ckpt, 1))
-    neg = w.add("CLIPTextEncode", (400, 350), [""], title="Negative prompt", clip=(ckpt, 1))
-    load = w.add("LoadImage", (30, 600), ["example.png", "image"])
-    hint = w.add("Canny", (400, 850), [0.05, 0.1], image=(load, 0))
-    net = w.add("ControlNetLoader", (400, 1050), [DEMO_CONTROLNET], size=[315, 58])
-    applied = w.add("ControlNetApplyAdvanced", (850, 600), [1.0, 0.0, 1.0], size=[315, 186],
-                    positive=(pos, 0), negative=(neg, 0), control_net=(net, 0), image=(hint, 0))
-    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
-    sampler = w.add("KSampler", (1200, 200), [42, "fixed", 20, 5.0, "euler", "normal", 1.0], size=[315, 262],
-                    model=(ckpt, 0), positive=(applied, 0), negative=(applied, 1), latent_image=(latent, 0))
-    image = w.add("VAEDecode", (1550, 200), vae=(ckpt, 2), samples=(sampler, 0))
-    w.add("SaveImage", (1900, 200), ["demo_controlnet"], images=(image, 0))
-    return w.to_json()
+                       [0.0, 0.8], checkpoint=TINY_CHECKPOINT, controlnet=DEFAULT_CONTROLNET)
 
 
 WORKFLOWS = {"txt2img.json": txt2img, "img2img.json": img2img, "inpaint.json": inpaint, "hires_fix.json": hires_fix}
@@ -214,3 +197,6 @@ if __name__ == "__main__":
     for name, build in WORKFLOWS.items():
         (out / name).write_text(json.dumps(build(), indent=1) + "\n")
         print("wrote", out / name)
+    # the editor opens on the text-to-image example
+    (ROOT / "web" / "src" / "default_workflow.json").write_text(json.dumps(txt2img(), indent=1) + "\n")
+    print("wrote", ROOT / "web" / "src" / "default_workflow.json")

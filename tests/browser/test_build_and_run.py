@@ -11,7 +11,7 @@ def test_page_loads_on_the_default_graph(editor):
     assert titles == sorted(["Load Checkpoint", "Positive prompt", "Negative prompt", "Empty Latent Image",
                              "KSampler", "VAE Decode", "Save Image"])
     assert len(editor.links()) == 9
-    assert editor.node(1)["widgets"]["ckpt_name"] == "nodegraph-tiny-random.safetensors"
+    assert editor.node(1)["widgets"]["ckpt_name"] == "nodegraph-demo.safetensors"
     assert editor.page.inner_text("#queue-counter") == "Queue: 0"
     save_doc_screenshot(editor.page, "default-graph")
     # console errors fail the test in the fixture's teardown

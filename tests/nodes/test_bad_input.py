@@ -106,8 +106,8 @@ def test_lora_for_another_architecture(layout, library):
 def test_missing_model_file_fails_validation_with_suggestion(layout, library):
     ensure_default_checkpoint(layout)
     with pytest.raises(Exception) as info:
-        validate_prompt(loader("nodegraph-tiny-randm.safetensors"), library, targets=["1"])
-    assert "closest: 'nodegraph-tiny-random.safetensors'" in str(info.value)
+        validate_prompt(loader("nodegraph-dmo.safetensors"), library, targets=["1"])
+    assert "closest: 'nodegraph-demo.safetensors'" in str(info.value)
 
 
 def test_controlnet_file_that_is_a_checkpoint(layout, library):

@@ -1,5 +1,5 @@
-"""End to end on the tiny models: workflows/lora.json, controlnet_canny.json and controlnet_depth.json run
-through the engine; changing a LoRA or ControlNet strength re-runs only what depends on it."""
+"""End to end: the LoRA and ControlNet example workflows (demo models; the depth one on the tiny random
+stand-ins) run through the engine; changing a LoRA or ControlNet strength re-runs only what depends on it."""
 import logging
 import shutil
 
@@ -15,12 +15,12 @@ from .test_workflows import pixels, prompt_of, run, saved_files
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    """The default checkpoint and its tiny ControlNet, LoRA and depth model, made once."""
+    """The demo models and the tiny random checkpoint, ControlNet, LoRA and depth model, made once."""
     base = tmp_path_factory.mktemp("tiny-models")
     layout = folders.Folders(base)
     ensure_default_checkpoint(layout)
     made = ensure_default_extras(layout)
-    assert set(made) == {"controlnet", "loras", "depth"}
+    assert set(made) == {"checkpoint", "controlnet", "loras", "depth"}
     return layout.models[0]
 
 
@@ -44,7 +44,8 @@ def set_input(prompt, class_type, **values):
     return prompt
 
 
-@pytest.mark.parametrize("name", ["lora.json", "controlnet_canny.json", "controlnet_depth.json"])
+@pytest.mark.parametrize("name", ["lora.json", "controlnet_canny.json", "controlnet_depth.json", "demo_lora.json",
+                                  "demo_controlnet.json"])
 def test_workflow_runs(sd_layout, library, name, caplog):
     with caplog.at_level(logging.WARNING):
         result = run(prompt_of(name, library), library)
