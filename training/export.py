@@ -128,8 +128,7 @@ Generated through the ordinary loaders and the KSampler pipeline from the fp16 f
 
 A tiny model of the Stable Diffusion 1.x architecture, trained from scratch by this project (`training/`, about
 15 minutes on one lent H100; the same scripts run on a CPU), so that nodegraph draws what it is told with no
-download. It draws one coloured shape on a
-plain background; it knows no other words. Single-file SD1 layout: `model.diffusion_model.*`,
+download. It draws one coloured shape on a plain or two-tone background; it knows no other words. Single-file SD1 layout: `model.diffusion_model.*`,
 `first_stage_model.*`, `cond_stage_model.transformer.*`; fp16; {size_mb(ckpt)} MB. Loads through the
 ordinary checkpoint loader and model detection (real SD1.5 files load through the same code).
 
@@ -156,7 +155,7 @@ prompt. Latent scale is SD1's 0.18215 (the VAE was reparametrised so scaled late
   EMA {unet.get('ema')} (exported). Final smoothed loss {fmt(unet.get('final_loss_smoothed'), 4)}.
   The text encoder is trained, not frozen: see `training/train_unet.py` for why.
 
-Progress (24 held-out prompts, EMA weights):
+Progress on held-out prompts during training (EMA weights):
 
 | step | loss | colour acc | shape acc |
 |---|---|---|---|
