@@ -86,7 +86,7 @@ def evaluate_iou(unet, text_model, vae, net, n: int, seed: int, strength: float 
     return float(np.mean(control_iou(out, hints.permute(0, 2, 3, 1).numpy())))
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> bool:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(ap)
     ap.add_argument("--steps", type=int, default=300)

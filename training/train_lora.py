@@ -85,7 +85,7 @@ def kohya_state_dict(loras: dict[str, LoRAModule], rank: int, alpha: float, dtyp
     return sd
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> bool:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(ap)
     ap.add_argument("--steps", type=int, default=300)

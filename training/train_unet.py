@@ -113,7 +113,7 @@ def evaluate(unet, text_model, vae, n: int, seed: int) -> dict:
     return {"heldout_colour_acc": s["colour_acc"], "heldout_shape_acc": s["shape_acc"], "heldout_fill": s["fill"]}
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> bool:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(ap)
     ap.add_argument("--steps", type=int, default=1500)
