@@ -78,9 +78,11 @@ class Spec:
         return asdict(self)
 
 
-def caption_of(colour: str, shape: str, background: str | tuple[str, ...] = "white", position: str = "center") -> str:
+def caption_of(colour: str, shape: str, background: str | tuple[str, ...] = "white",
+               position: str | None = "center") -> str:
+    """A caption in the data set's form; `position=None` leaves the position phrase out."""
     bg = background if isinstance(background, str) else " and ".join(background)
-    return f"a {colour} {shape} on a {bg} background, {position}"
+    return f"a {colour} {shape} on a {bg} background" + (f", {position}" if position else "")
 
 
 def sample_spec(rng: np.random.Generator, split: str = "train", style: str = "filled",

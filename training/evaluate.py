@@ -56,5 +56,7 @@ def score(images: np.ndarray, specs) -> dict:
 
 
 def control_iou(images: np.ndarray, edges: np.ndarray) -> list[float]:
-    return [iou(judge(im).mask if judge(im).mask is not None else np.zeros(im.shape[:2], bool), edge_shape_mask(e))
-            for im, e in zip(images, edges)]
+    """IoU of each image's judged shape mask (empty where none is found) with its edge map's shape."""
+    masks = [judge(im).mask for im in images]
+    return [iou(m if m is not None else np.zeros(im.shape[:2], bool), edge_shape_mask(e))
+            for m, im, e in zip(masks, images, edges)]

@@ -45,7 +45,8 @@ def assemble_checkpoint(work: Path, out: Path) -> dict:
 def judge_shipped(n: int = 60, seed: int = 0) -> dict:
     """The tests' judgements, through the real loaders, on the files in nodes/sd/demo."""
     from tests.demo import harness
-    from tests.demo.judge import edge_shape_mask, iou, judge
+    from tests.demo.judge import judge
+    from training.evaluate import control_iou
 
     demo = harness.load_demo()
     specs = data.heldout_prompts(n)
@@ -71,12 +72,10 @@ def judge_shipped(n: int = 60, seed: int = 0) -> dict:
     if harness.CONTROLNET.exists():
         plain = [s for s in data.heldout_prompts(2 * n, seed=seed + 5) if len(s.background) == 1][:n // 2]
         edges = harness.canny(np.stack([data.render(s) for s in plain]))
-        targets = [edge_shape_mask(e) for e in edges.numpy()]
         for strength, key in ((1.0, "controlnet_iou"), (0.0, "controlnet_iou_strength_0")):
             ims = harness.generate(demo, [s.caption for s in plain], seed=seed,
                                    control=harness.controlnet(edges, strength))
-            ious = [iou(judge(im).mask if judge(im).mask is not None else np.zeros((64, 64), bool), t)
-                    for im, t in zip(ims, targets)]
+            ious = control_iou(ims, edges.numpy())
             out[key] = float(np.mean(ious))
             if strength == 1.0:
                 out["controlnet_iou_min"] = float(np.min(ious))
@@ -85,8 +84,7 @@ def judge_shipped(n: int = 60, seed: int = 0) -> dict:
         wrong = [data.caption_of(s.colour, s.shape, s.background, data.other_position(s.position)) for s in plain]
         for strength, key in ((1.0, "controlnet_iou_wrong_position"), (0.0, "controlnet_iou_wrong_position_strength_0")):
             ims = harness.generate(demo, wrong, seed=seed, control=harness.controlnet(edges, strength))
-            out[key] = float(np.mean([iou(judge(im).mask if judge(im).mask is not None else np.zeros((64, 64), bool), t)
-                                      for im, t in zip(ims, targets)]))
+            out[key] = float(np.mean(control_iou(ims, edges.numpy())))
     return out
 
 

@@ -56,9 +56,8 @@ def new_controlnet(unet, seed: int) -> ControlNetModel:
 
 def other_caption(spec: data.Spec, rng: np.random.Generator) -> str:
     """The caption with its position phrase dropped (half) or replaced by another position (half)."""
-    bg = " and ".join(spec.background)
     if rng.random() < 0.5:
-        return f"a {spec.colour} {spec.shape} on a {bg} background"
+        return data.caption_of(spec.colour, spec.shape, spec.background, None)
     others = [p for p in data.POSITIONS if p != spec.position]
     return data.caption_of(spec.colour, spec.shape, spec.background, others[rng.integers(len(others))])
 
