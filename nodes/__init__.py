@@ -18,6 +18,7 @@ NODE_MODULES = [
     "nodes.sampling",
     "nodes.latent",
     "nodes.image",
+    "nodes.mask",
     "nodes.preprocessors",
     "nodes.controlnet",
 ]
