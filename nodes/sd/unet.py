@@ -211,7 +211,8 @@ class UNetModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.out[2].weight.dtype
+        """The compute dtype (weights may be kept narrower: nodes.sd.weight_casting)."""
+        return getattr(self, "compute_dtype", None) or self.out[2].weight.dtype
 
     def forward(
         self,

@@ -71,10 +71,16 @@ class AttnBlock(nn.Module):
         tokens = rearrange(self.norm(x), "b c h w -> b 1 (h w) c").contiguous()
         # A 1×1 conv is a Linear over channels; applying it to token-major data gives SDPA contiguous
         # inputs, which its CPU kernel runs ~20% faster than channel-major views.
-        q, k, v = (F.linear(tokens, t.weight.flatten(1), t.bias) for t in (self.q, self.k, self.v))
+        q, k, v = (_as_linear(tokens, t) for t in (self.q, self.k, self.v))
         out = F.scaled_dot_product_attention(q, k, v)  # (B, 1, HW, C)
-        out = F.linear(out, self.proj_out.weight.flatten(1), self.proj_out.bias)
+        out = _as_linear(out, self.proj_out)
         return x + rearrange(out, "b 1 (h w) c -> b c h w", h=h, w=w)
+
+
+def _as_linear(tokens: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1×1 conv applied as a Linear over the channels of token-major data, in the tokens' dtype."""
+    bias = conv.bias.to(tokens.dtype) if conv.bias is not None else None
+    return F.linear(tokens, conv.weight.flatten(1).to(tokens.dtype), bias)
 
 
 class Downsample(nn.Module):
@@ -182,7 +188,8 @@ class AutoencoderKL(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.quant_conv.weight.dtype
+        """The compute dtype (weights may be kept narrower: nodes.sd.weight_casting)."""
+        return getattr(self, "compute_dtype", None) or self.quant_conv.weight.dtype
 
     @property
     def device(self) -> torch.device:
