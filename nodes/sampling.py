@@ -11,6 +11,7 @@ from nodegraph import Combo, Float, Input, Int, Node, NodeInputError, Output, Pr
 from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
 from .sd.sampling.ksampler import sample
 from .sd.sampling.model_sampling import ModelSamplingEPS, process_latent_in
+from .sd import memory_limits
 from .sd.device import cpu_threads
 from .sd.previews import latent_to_preview
 
@@ -26,6 +27,7 @@ def run_sampler(model, latent: dict, *, seed: int, steps: int, cfg: float, sampl
     if samples.ndim != 4 or samples.shape[1] != model.model.config.out_channels:
         raise NodeInputError("latent_image", f"this model takes latents with {model.model.config.out_channels} "
                              f"channels [B, {model.model.config.out_channels}, h, w], got shape {tuple(samples.shape)}")
+    memory_limits.require_for_sampling(model, samples)
     bar = ProgressBar(steps)
 
     def on_step(step, x0, x, total):
