@@ -48,7 +48,6 @@ PENDING: dict[str, str] = {
     "latent_interpolate_05": "unknown node types: LatentInterpolate",
     "latent_multiply_15": "unknown node types: LatentMultiply",
     "latent_rotate_90": "unknown node types: LatentRotate",
-    "long_prompt_85_tokens": "long prompts (>77 tokens) differ from ComfyUI",
     "lora_plus_controlnet": "Canny differs from ComfyUI (kornia) (issue 12)",
     "mahiro": "unknown node types: Mahiro",
     "msd_eps_zsnr": "unknown node types: ModelSamplingDiscrete",
