@@ -25,6 +25,10 @@ MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
     "diffusion_models": ("diffusion_models", "unet"),
     "upscale_models": ("upscale_models",),
     "vae_approx": ("vae_approx",),
+    "clip_vision": ("clip_vision",),
+    "style_models": ("style_models",),
+    "gligen": ("gligen",),
+    "hypernetworks": ("hypernetworks",),
 }
 
 
