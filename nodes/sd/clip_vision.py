@@ -16,7 +16,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 from . import device as device_policy
 from .device import cpu_threads
 from .errors import ModelLoadError
-from .file_kinds import describe
+from .model_detection import describe_state_dict
 from .memory import module_parts
 from .state_dict import load_state_dict
 
@@ -157,7 +157,7 @@ def build_clip_vision(sd: Mapping[str, torch.Tensor], *, device: torch.device | 
     if any(k.startswith("visual.transformer.resblocks.") for k in sd):
         sd = openai_to_transformers(sd)
     if not any(k.startswith(PREFIX + "encoder.layers.") for k in sd):
-        raise ModelLoadError(path, f"not a CLIP vision model: it {describe(sd)}")
+        raise ModelLoadError(path, f"not a CLIP vision model: {describe_state_dict(sd)}")
     try:
         config = detect_vision_config(sd)
     except ValueError as exc:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .errors import ModelLoadError
-from .file_kinds import describe
+from .model_detection import describe_state_dict
 from .memory import module_parts
 from .state_dict import load_state_dict
 
@@ -92,7 +92,7 @@ def build_style_model(sd: Mapping[str, torch.Tensor], path: str | Path | None = 
     if "redux_down.weight" in sd:
         raise ModelLoadError(path, "this is a Flux Redux style model; only the SD1.x T2I-Adapter style model is supported")
     if "style_embedding" not in sd:
-        raise ModelLoadError(path, f"not a style model: it {describe(sd)}")
+        raise ModelLoadError(path, f"not a style model: {describe_state_dict(sd)}")
     _, num_token, width = sd["style_embedding"].shape
     context_dim = sd["proj"].shape[1]
     layers = 1 + max((int(m.group(1)) for k in sd if (m := re.match(r"transformer_layes\.(\d+)\.", k))), default=-1)
