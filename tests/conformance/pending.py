@@ -108,7 +108,4 @@ PENDING: dict[str, str] = {
     "tome_03": "unknown node types: TomePatchModel",
     "unet_cross_attn_multiply": "unknown node types: UNetCrossAttentionMultiply",
     "unet_self_attn_multiply": "unknown node types: UNetSelfAttentionMultiply",
-    "vae_decode_tiled_64_ov0": "unknown node types: VAEDecodeTiled",
-    "vae_decode_tiled_64_ov32": "unknown node types: VAEDecodeTiled",
-    "vae_encode_tiled_64_ov0": "unknown node types: VAEEncodeTiled",
 }
