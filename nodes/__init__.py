@@ -23,6 +23,7 @@ NODE_MODULES = [
     "nodes.mask",
     "nodes.preprocessors",
     "nodes.controlnet",
+    "nodes.vae_tiled",
 ]
 
 
