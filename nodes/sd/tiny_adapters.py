@@ -70,3 +70,28 @@ def make_tiny_clip_vision(path: str | Path, *, seed: int = 0) -> Path:
     model = CLIPVisionModelWithProjection(config)
     _init_weights(model, seed * 1000 + 13)
     return _save(model.state_dict(), path, seed)
+
+
+def make_tiny_gligen(path: str | Path, *, seed: int = 0) -> Path:
+    """A GLIGEN for the tiny UNet in ComfyUI's file layout: a fuser after every transformer block's
+    self-attention (`<block>.transformer_blocks.0.fuser.*`) and the position net (`position_net.*`), with
+    non-zero gates so that it visibly acts."""
+    from .attention import BasicTransformerBlock
+    from .gligen import GatedSelfAttention, PositionNet
+    from .unet import UNetModel
+
+    with torch.device("meta"):
+        unet = UNetModel(TINY_UNET_CONFIG)
+    sd: dict[str, torch.Tensor] = {}
+    for index, (name, block) in enumerate((n, m) for n, m in unet.named_modules() if isinstance(m, BasicTransformerBlock)):
+        dim = block.norm1.normalized_shape[0]
+        fuser = GatedSelfAttention(dim, TINY_CLIP_HIDDEN, heads=8)
+        _init_weights(fuser, seed * 1000 + 17 + index)
+        with torch.no_grad():
+            fuser.alpha_attn.fill_(0.5)
+            fuser.alpha_dense.fill_(0.3)
+        sd.update({f"{name}.fuser.{k}": v for k, v in fuser.state_dict().items()})
+    net = PositionNet(TINY_CLIP_HIDDEN, TINY_CLIP_HIDDEN, hidden=64)
+    _init_weights(net, seed * 1000 + 19)
+    sd.update({f"position_net.{k}": v for k, v in net.state_dict().items()})
+    return _save(sd, path, seed)
