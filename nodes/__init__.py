@@ -15,12 +15,14 @@ NODE_MODULES = [
     "nodes.primitives",
     "nodes.loaders",
     "nodes.conditioning",
+    "nodes.conditioning_image",
     "nodes.sampling",
     "nodes.latent",
     "nodes.image",
     "nodes.mask",
     "nodes.preprocessors",
     "nodes.controlnet",
+    "nodes.vae_tiled",
 ]
 
 
