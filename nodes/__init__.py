@@ -15,6 +15,7 @@ NODE_MODULES = [
     "nodes.primitives",
     "nodes.loaders",
     "nodes.conditioning",
+    "nodes.conditioning_image",
     "nodes.sampling",
     "nodes.latent",
     "nodes.image",

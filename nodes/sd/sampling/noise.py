@@ -13,16 +13,16 @@ NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def default_noise_sampler(x: torch.Tensor, seed: int | None) -> NoiseSampler:
-    """Fresh N(0, 1) draws from one generator on x's device, seeded once with `seed`.
+    """Fresh N(0, 1) draws from one generator on x's device, seeded once with `seed`: one randn of
+    x's full shape per call, as ComfyUI 0.3.64 draws per-step noise.
 
-    On CPU the seed is offset by one: the initial noise (prepare_noise) comes from a CPU generator
-    with the same seed, so without the offset the first ancestral draw would repeat the initial noise
-    (ComfyUI issue #9819, fixed the same way in ComfyUI PR #11528; ComfyUI 0.3.64 still had the bug).
-    On CUDA the device generator's stream differs from the CPU one and the seed is used as is."""
+    On the CPU this generator starts exactly like the one that drew the initial noise, so the first
+    per-step draw repeats the initial noise. That is ComfyUI 0.3.64's behaviour (its issue #9819,
+    changed only in later versions) and the conformance cases pin it, so it is kept on purpose."""
     generator = None
     if seed is not None:
         generator = torch.Generator(device=x.device)
-        generator.manual_seed((seed + 1) % 2 ** 64 if x.device.type == "cpu" else seed)
+        generator.manual_seed(seed)
     return lambda sigma, sigma_next: torch.randn(x.size(), dtype=x.dtype, layout=x.layout,
                                                  device=x.device, generator=generator)
 
