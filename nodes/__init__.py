@@ -24,6 +24,7 @@ NODE_MODULES = [
     "nodes.preprocessors",
     "nodes.controlnet",
     "nodes.vae_tiled",
+    "nodes.upscale",
 ]
 
 
