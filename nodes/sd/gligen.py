@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from torch import nn
 from .attention import CrossAttention, FeedForward
 from .errors import ModelLoadError
 from .memory import module_parts
+from .model_options import ModelOptions
 from .model_detection import describe_state_dict
 from .state_dict import load_state_dict
 
@@ -112,6 +113,22 @@ class Gligen(nn.Module):
                              f"{len(self.module_list)} fusers; it was made for another model")
         fuser = self.module_list[transformer_index]
         return fuser(x, objs.to(device=x.device, dtype=x.dtype))
+
+
+def gligen_unet_patches(entry: tuple, latent_shape: Sequence[int], device) -> Callable[[ModelOptions], ModelOptions]:
+    """For a cond's "gligen" option `(kind, loaded GLIGEN, boxes)` at a latent chunk: a function adding the
+    after-self-attention patch to the model options of that chunk's UNet call. kind "position" places the
+    boxes; any other kind gives GLIGEN no boxes (all null tokens), as ComfyUI's set_empty."""
+    kind, loaded, boxes = entry
+    gligen: Gligen = loaded.model
+    objs = gligen.objects(latent_shape, boxes if kind == "position" else (), device)
+
+    def fuse(x: torch.Tensor, pc) -> torch.Tensor:
+        return gligen.fuse(x, objs, pc.transformer_index)
+
+    def add(options: ModelOptions) -> ModelOptions:
+        return options.with_after_self_attention_patch(fuse, source="GLIGENTextBoxApply")
+    return add
 
 
 _BLOCK = re.compile(r"(input_blocks|middle_block|output_blocks)\.(\d+)\..*?\.fuser\.(.+)$")
