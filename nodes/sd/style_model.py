@@ -84,8 +84,10 @@ class StyleModel:
         if hidden.shape[-1] != width:
             raise ValueError(f"the CLIP vision output is {hidden.shape[-1]} wide but this style model takes "
                              f"{width}-wide hidden states (use the CLIP vision model it was trained with)")
+        weight = self.model.proj
         with torch.inference_mode():
-            return self.model(hidden.float()).clone()
+            tokens = self.model(hidden.to(weight.device, weight.dtype))
+        return tokens.float().cpu().clone()
 
 
 def build_style_model(sd: Mapping[str, torch.Tensor], path: str | Path | None = None) -> StyleModel:
