@@ -13,7 +13,6 @@ from nodes.hypernetwork import HypernetworkPatch
 from nodes.sd.gligen import MAX_OBJECTS, gligen_unet_patches, load_gligen
 from nodes.sd.hypernetwork import load_hypernetwork
 from nodes.sd.model_options import NO_OPTIONS, PatchContext, SamplingRun
-from nodes.sd.tiny import TINY_UNET_CONFIG
 from nodes.sd.tiny_adapters import make_tiny_gligen
 from tests.sd.test_hypernetwork import reference_mlp, write_hypernetwork
 from tests.sd.test_unet import diffusers_config
