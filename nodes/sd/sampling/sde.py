@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .noise import brownian_noise_sampler, default_noise_sampler
-from .samplers import get_ancestral_step, h_phi_1, h_phi_2, half_log_snr, sampler, sigma_at
+from .samplers import SamplerError, get_ancestral_step, h_phi_1, h_phi_2, half_log_snr, sampler, sigma_at
 
 
 @sampler("dpmpp_sde_gpu", cpu_tree=False)
@@ -62,7 +62,7 @@ def dpmpp_2m_sde(model, x, sigmas, *, seed, report, eta=1.0, s_noise=1.0, noise_
     """DPM-Solver++(2M) SDE: first order plus the 'midpoint' or 'heun' second-order correction from
     the previous denoised; lands on D at sigma 0."""
     if solver_type not in ("heun", "midpoint"):
-        raise ValueError(f"solver_type must be 'heun' or 'midpoint', not {solver_type!r}")
+        raise SamplerError(f"solver_type must be 'heun' or 'midpoint', not {solver_type!r}")
     noise = noise_sampler or brownian_noise_sampler(x, sigmas, seed, cpu=cpu_tree)
     old_denoised, h, h_last = None, None, None
     for i in range(len(sigmas) - 1):

@@ -321,7 +321,41 @@ STOCHASTIC = ["euler_ancestral", "euler_ancestral_cfg_pp", "dpm_2_ancestral", "d
 
 def test_sampler_names_follow_comfyui_order():
     assert SAMPLER_NAMES == COMFY_SAMPLER_NAMES
-    assert set(SAMPLER_NAMES) == set(SAMPLERS)
+    # two more loops serve only option nodes (SamplerEulerCFGpp 'alternative', SamplerLCMUpscale)
+    assert set(SAMPLERS) - set(SAMPLER_NAMES) == {"euler_pp", "lcm_upscale"}
+
+
+def test_euler_pp_by_hand():
+    sig = SCHEDULERS["karras"](ModelSamplingEPS(), 5).double()
+    x = start(sig)
+    ref = x.clone()
+    for i in range(len(sig) - 1):
+        cond = toy_denoiser(ref, sig[i].reshape(1).expand(SHAPE[0]))
+        uncond = cond + 0.3 * sig[i]
+        d_cfg = uncond + (cond - uncond) * 3.0
+        ref = ref + (ref - 2 * d_cfg + uncond) / sig[i] * (sig[i + 1] - sig[i])
+    close(SAMPLERS["euler_pp"](ToyCFG(cfg=3.0, uncond_shift=0.3), x, sig, seed=0), ref, tol=1e-9)
+
+
+def test_lcm_upscale():
+    """Without upscaling it is LCM with noise from a generator seeded with the seed that has already
+    drawn the initial noise (ComfyUI's global generator); with it, the latent grows step by step."""
+    sig = SCHEDULERS["karras"](ModelSamplingEPS(), 4).double()
+    x = start(sig)
+    g = torch.Generator().manual_seed(9)
+    torch.randn(SHAPE, generator=g)
+    same_size = SAMPLERS["lcm_upscale"](ToyCFG(), x, sig, seed=9, total_upscale=1.0,
+                                        resize=lambda t, w, h: torch.nn.functional.interpolate(t, size=(h, w)))
+    lcm = SAMPLERS["lcm"](ToyCFG(), x, sig, seed=9,
+                          noise_sampler=lambda *_: torch.randn(SHAPE, generator=g, dtype=torch.float64))
+    close(same_size, lcm, tol=1e-12)
+    sizes = []
+
+    def resize(t, w, h):
+        sizes.append((h, w))
+        return torch.nn.functional.interpolate(t, size=(h, w))
+    out = SAMPLERS["lcm_upscale"](lambda t, s: t * 0.5, x, sig, seed=9, total_upscale=2.0, resize=resize)
+    assert sizes == [(9, 9), (12, 12)] and out.shape == (2, 4, 12, 12)   # 3 upscale points: 1, 1.5, 2
 
 
 @pytest.mark.parametrize("name", SAMPLER_NAMES)
