@@ -160,34 +160,28 @@ def test_euler_ancestral_vs_diffusers():
     close(run("euler_ancestral", s.sigmas, x, noise_sampler=recorded_noise(7)), expected)
 
 
-def test_dpmpp_2m_sde_vs_diffusers():
-    from diffusers import DPMSolverMultistepScheduler
-    s = make(DPMSolverMultistepScheduler, 10, algorithm_type="sde-dpmsolver++", solver_order=2)
-    x = start(s.sigmas)
-    noises = [torch.randn(SHAPE, generator=torch.Generator().manual_seed(100 + i), dtype=torch.float64)
-              for i in range(len(s.timesteps))]
-    sample = x / torch.sqrt(1 + s.sigmas[0].double() ** 2)
-    for i, t in enumerate(s.timesteps):
-        sigma = s.sigmas[i].double()
-        sample = s.step(eps_at(sample * torch.sqrt(1 + sigma ** 2), sigma), t, sample,
-                        variance_noise=noises[i]).prev_sample
-    calls = iter(noises)
-    close(run("dpmpp_2m_sde", s.sigmas, x, noise_sampler=lambda *_: next(calls)), sample)
+def drive_sde_dpmsolver(scheduler, x, noise_seed):
+    """Run diffusers' SDE-DPM-Solver++ (VP form) with the toy EPS model and recorded noise; returns the
+    final sample and the noises in order."""
+    noises = [torch.randn(SHAPE, generator=torch.Generator().manual_seed(noise_seed + i), dtype=torch.float64)
+              for i in range(len(scheduler.timesteps))]
+    sample = x / torch.sqrt(1 + scheduler.sigmas[0].double() ** 2)
+    for i, t in enumerate(scheduler.timesteps):
+        sigma = scheduler.sigmas[i].double()
+        sample = scheduler.step(eps_at(sample * torch.sqrt(1 + sigma ** 2), sigma), t, sample,
+                                variance_noise=noises[i]).prev_sample
+    return sample, noises
 
 
-def test_dpmpp_2m_sde_heun_vs_diffusers():
+@pytest.mark.parametrize("name, solver_type", [("dpmpp_2m_sde", "midpoint"), ("dpmpp_2m_sde_heun", "heun")])
+def test_dpmpp_2m_sde_vs_diffusers(name, solver_type):
     from diffusers import DPMSolverMultistepScheduler
-    s = make(DPMSolverMultistepScheduler, 10, algorithm_type="sde-dpmsolver++", solver_order=2, solver_type="heun")
+    s = make(DPMSolverMultistepScheduler, 10, algorithm_type="sde-dpmsolver++", solver_order=2,
+             solver_type=solver_type)
     x = start(s.sigmas)
-    noises = [torch.randn(SHAPE, generator=torch.Generator().manual_seed(200 + i), dtype=torch.float64)
-              for i in range(len(s.timesteps))]
-    sample = x / torch.sqrt(1 + s.sigmas[0].double() ** 2)
-    for i, t in enumerate(s.timesteps):
-        sigma = s.sigmas[i].double()
-        sample = s.step(eps_at(sample * torch.sqrt(1 + sigma ** 2), sigma), t, sample,
-                        variance_noise=noises[i]).prev_sample
+    expected, noises = drive_sde_dpmsolver(s, x, 100)
     calls = iter(noises)
-    close(run("dpmpp_2m_sde_heun", s.sigmas, x, noise_sampler=lambda *_: next(calls)), sample)
+    close(run(name, s.sigmas, x, noise_sampler=lambda *_: next(calls)), expected)
 
 
 def test_ddpm_vs_diffusers():
