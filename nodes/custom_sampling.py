@@ -11,7 +11,7 @@ from nodegraph import Boolean, Combo, Float, Input, Int, Node, NodeInputError, O
 
 from .sampling import SEED_MAX, StepProgress, check_latent, model_sampling_of, running_model
 from .sd.sampling import CFGDenoiser, SamplerError, guided_sample
-from .sd.sampling.guiders import DisableNoise as NoNoise, DualCFGDenoiser, Guider, PerpNegDenoiser, RandomNoise as Seeded
+from .sd.sampling.guiders import DualCFGDenoiser, Guider, NoNoise, PerpNegDenoiser, SeededNoise
 from .sd.sampling.model_sampling import process_latent_in, process_latent_out
 
 CFG_INPUT = dict(min=0.0, max=100.0, step=0.1, round=0.01)
@@ -54,7 +54,7 @@ class SamplerCustom(Node):
 
     def run(self, model, add_noise, noise_seed, cfg, positive, negative, sampler, sigmas, latent_image):
         # the per-step noise uses noise_seed even when add_noise is off, as in ComfyUI
-        noise = (Seeded(noise_seed) if add_noise else NoNoise()).generate(latent_image)
+        noise = (SeededNoise(noise_seed) if add_noise else NoNoise()).generate(latent_image)
         return sample_custom(cfg_guider(model, positive, negative, cfg), noise, noise_seed, sampler, sigmas,
                              latent_image)
 
@@ -127,7 +127,7 @@ class RandomNoise(Node):
     outputs = (Output("NOISE"),)
 
     def run(self, noise_seed):
-        return (Seeded(noise_seed),)
+        return (SeededNoise(noise_seed),)
 
 
 class DisableNoise(Node):

@@ -88,7 +88,7 @@ class Guider:
 
 
 @dataclass(frozen=True)
-class RandomNoise:
+class SeededNoise:
     """A NOISE socket value: the seeded initial noise (its seed also seeds the per-step noise)."""
     seed: int
 
@@ -97,7 +97,7 @@ class RandomNoise:
 
 
 @dataclass(frozen=True)
-class DisableNoise:
+class NoNoise:
     """No initial noise; the per-step noise of stochastic samplers then comes from seed 0, as in ComfyUI."""
     seed: int = 0
 
