@@ -16,6 +16,7 @@ NODE_MODULES = [
     "nodes.loaders",
     "nodes.conditioning",
     "nodes.conditioning_image",
+    "nodes.clip_vision",
     "nodes.sampling",
     "nodes.custom_sampling",
     "nodes.custom_sampling_sigmas",
@@ -26,6 +27,7 @@ NODE_MODULES = [
     "nodes.preprocessors",
     "nodes.controlnet",
     "nodes.vae_tiled",
+    "nodes.upscale",
 ]
 
 

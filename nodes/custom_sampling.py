@@ -10,6 +10,7 @@ import torch
 from nodegraph import Boolean, Combo, Float, Input, Int, Node, NodeInputError, Output, check_cancelled
 
 from .sampling import SEED_MAX, StepProgress, check_latent, model_sampling_of, running_model
+from .sd.model_options import SamplingRun
 from .sd.sampling import CFGDenoiser, SamplerError, guided_sample
 from .sd.sampling.guiders import DualCFGDenoiser, Guider, NoNoise, PerpNegDenoiser, SeededNoise
 from .sd.sampling.model_sampling import process_latent_in, process_latent_out
@@ -17,19 +18,22 @@ from .sd.sampling.model_sampling import process_latent_in, process_latent_out
 CFG_INPUT = dict(min=0.0, max=100.0, step=0.1, round=0.01)
 
 
-def sample_custom(guider: Guider, noise: torch.Tensor, seed: int, sampler, sigmas: torch.Tensor,
+def sample_custom(guider: Guider, noise_source, seed: int, sampler, sigmas: torch.Tensor,
                   latent: dict) -> tuple[dict, dict]:
     """What both custom samplers do: (output, denoised_output). denoised_output is the x0 prediction of
-    the last step (the output itself when no step ran)."""
+    the last step (the output itself when no step ran). `seed` seeds the sampler's per-step noise."""
     model, samples = guider.model, latent["samples"]
     check_latent(model, samples)
+    generator = torch.Generator("cpu").manual_seed(seed)  # model patches keep drawing from it (SamplingRun)
+    noise = noise_source.generate(latent, generator)
     progress = StepProgress(max(len(sigmas) - 1, 0))
     ms = model_sampling_of(model)
+    run = SamplingRun(ms, sigmas.to(model.load_device), generator)
     with running_model(model, samples, latent.get("noise_mask"), guider.positive) as model_fn:
         try:
-            out = guided_sample(guider.denoiser(model_fn, ms), ms, samples.to(model.load_device), noise, sigmas,
+            out = guided_sample(guider.denoiser(model_fn, run), ms, samples.to(model.load_device), noise, sigmas,
                                 sampler, seed=seed, noise_mask=latent.get("noise_mask"), callback=progress,
-                                cancel=check_cancelled)
+                                cancel=check_cancelled, options=model.options, run=run)
         except SamplerError as exc:
             raise NodeInputError("sampler", f"{sampler.name} cannot run here: {exc}") from None
     output = {**latent, "samples": out.cpu()}
@@ -38,7 +42,7 @@ def sample_custom(guider: Guider, noise: torch.Tensor, seed: int, sampler, sigma
 
 
 def cfg_guider(model, positive: list, negative: list, cfg: float) -> Guider:
-    return Guider(model, positive, lambda fn, ms: CFGDenoiser(fn, ms, positive, negative, cfg))
+    return Guider(model, positive, lambda fn, ms, **run: CFGDenoiser(fn, ms, positive, negative, cfg, **run))
 
 
 class SamplerCustom(Node):
@@ -54,7 +58,7 @@ class SamplerCustom(Node):
 
     def run(self, model, add_noise, noise_seed, cfg, positive, negative, sampler, sigmas, latent_image):
         # the per-step noise uses noise_seed even when add_noise is off, as in ComfyUI
-        noise = (SeededNoise(noise_seed) if add_noise else NoNoise()).generate(latent_image)
+        noise = SeededNoise(noise_seed) if add_noise else NoNoise()
         return sample_custom(cfg_guider(model, positive, negative, cfg), noise, noise_seed, sampler, sigmas,
                              latent_image)
 
@@ -67,7 +71,7 @@ class SamplerCustomAdvanced(Node):
     outputs = (Output("LATENT", "output"), Output("LATENT", "denoised_output"))
 
     def run(self, noise, guider, sampler, sigmas, latent_image):
-        return sample_custom(guider, noise.generate(latent_image), noise.seed, sampler, sigmas, latent_image)
+        return sample_custom(guider, noise, noise.seed, sampler, sigmas, latent_image)
 
 
 class CFGGuider(Node):
@@ -102,8 +106,8 @@ class DualCFGGuider(Node):
 
     def run(self, model, cond1, cond2, negative, cfg_conds, cfg_cond2_negative, style):
         nested = style == "nested"
-        return (Guider(model, cond1, lambda fn, ms: DualCFGDenoiser(fn, ms, cond1, cond2, negative, cfg_conds,
-                                                                    cfg_cond2_negative, nested)),)
+        return (Guider(model, cond1, lambda fn, ms, **run: DualCFGDenoiser(fn, ms, cond1, cond2, negative, cfg_conds,
+                                                                           cfg_cond2_negative, nested, **run)),)
 
 
 class PerpNegGuider(Node):
@@ -116,8 +120,9 @@ class PerpNegGuider(Node):
     outputs = (Output("GUIDER"),)
 
     def run(self, model, positive, negative, empty_conditioning, cfg, neg_scale):
-        return (Guider(model, positive, lambda fn, ms: PerpNegDenoiser(fn, ms, positive, negative, empty_conditioning,
-                                                                       cfg, neg_scale)),)
+        return (Guider(model, positive, lambda fn, ms, **run: PerpNegDenoiser(fn, ms, positive, negative,
+                                                                              empty_conditioning, cfg, neg_scale,
+                                                                              **run)),)
 
 
 class RandomNoise(Node):

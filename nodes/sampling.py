@@ -14,17 +14,17 @@ from nodegraph import Combo, Float, Input, Int, Node, NodeInputError, Output, Pr
 from .sd.concat_inputs import concat_inputs
 from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
 from .sd.sampling.ksampler import sample
-from .sd.sampling.model_sampling import ModelSamplingEPS, process_latent_out
+from .sd.sampling.model_sampling import ModelSampling, process_latent_out
 from .sd.device import cpu_threads
 from .sd.previews import latent_to_preview
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
-MODEL_SAMPLING = ModelSamplingEPS()  # SD1.x: the discrete eps schedule; stateless, shared
 
 
-def model_sampling_of(model) -> ModelSamplingEPS:
-    """The noise schedule a MODEL samples with (SD1's discrete EPS schedule)."""
-    return MODEL_SAMPLING
+def model_sampling_of(model) -> ModelSampling:
+    """The noise schedule a MODEL samples with (SD1's discrete EPS schedule unless a model-sampling
+    node replaced it)."""
+    return model.model_sampling
 
 
 def check_latent(model, samples: torch.Tensor, input_name: str = "latent_image") -> None:
@@ -36,18 +36,20 @@ def check_latent(model, samples: torch.Tensor, input_name: str = "latent_image")
 
 @contextmanager
 def running_model(model, samples: torch.Tensor, noise_mask: torch.Tensor | None, positive: list | None):
-    """The MODEL on its device with its patches applied, as model_fn(x_in, timesteps, context, control)
-    -> eps in float32; an inpainting / pix2pix UNet also gets its extra input channels."""
+    """The MODEL on its device with its weight patches applied, as model_fn(x_in, timesteps, context,
+    control, patch_context) -> the UNet's output in float32; an inpainting / pix2pix UNet also gets its
+    extra input channels. (The MODEL's sampling options act through the denoiser, see cfg.py.)"""
     with torch.inference_mode(), model.applied() as unet, cpu_threads(unet):
         dtype = model.model_dtype()
         device = model.load_device
         concat = inpaint_concat(unet.config.in_channels, samples, noise_mask, positive)
 
-        def model_fn(x, timesteps, context, control=None):
+        def model_fn(x, timesteps, context, control=None, patch_context=None):
             if concat is not None:  # an inpainting UNet also sees the mask and the masked image
                 extra = concat.to(x.device, x.dtype)
                 x = torch.cat([x, extra.repeat(x.shape[0] // extra.shape[0], 1, 1, 1)], dim=1)
-            return unet(x.to(dtype), timesteps.to(device), context.to(device, dtype), control=control).float()
+            return unet(x.to(dtype), timesteps.to(device), context.to(device, dtype), control=control,
+                        patch_context=patch_context).float()
 
         yield model_fn
 
@@ -79,7 +81,8 @@ def run_sampler(model, latent: dict, *, seed: int, steps: int, cfg: float, sampl
                      cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, positive=positive, negative=negative,
                      denoise=denoise, noise_mask=latent.get("noise_mask"), disable_noise=disable_noise,
                      start_step=start_step, last_step=last_step, force_full_denoise=force_full_denoise,
-                     batch_index=latent.get("batch_index"), callback=progress, cancel=check_cancelled)
+                     batch_index=latent.get("batch_index"), callback=progress, cancel=check_cancelled,
+                     options=model.options)
     return {**latent, "samples": out.cpu()}
 
 
