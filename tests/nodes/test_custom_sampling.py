@@ -282,3 +282,60 @@ def test_gits_coefficient_off_the_table_names_the_input(library):
     from nodegraph import NodeInputError
     with pytest.raises(NodeInputError, match="coeff.*1.20"):
         call(library, "GITSScheduler", coeff=0.83, steps=6, denoise=1.0)
+
+
+# -- the MODEL's sampling options act through custom sampling as through KSampler ------------------
+class _PatchForTest:
+    """A patch node for this test: v-prediction model sampling and a post-CFG hook on a MODEL clone."""
+    CATEGORY = "testing"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    def patch(self, model):
+        from nodes.sd.sampling.model_sampling import ModelSamplingDiscrete
+        options = model.options.with_model_sampling(ModelSamplingDiscrete("v_prediction"), source="test")
+        options = options.with_post_cfg(lambda step: step.denoised * 0.9 + step.uncond_denoised * 0.1, source="test")
+        return (model.with_options(options),)
+
+
+def test_model_options_act_in_custom_sampling_as_in_ksampler(layout, library):
+    from tests.conformance.harness import capture_library
+    ensure_default_checkpoint(layout)
+    registry = capture_library(library)
+    registry.register(_PatchForTest, "PatchForTest")
+    base = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "nodegraph-demo.safetensors"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red circle", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "5": {"class_type": "PatchForTest", "inputs": {"model": ["1", 0]}},
+    }
+    ksampler = {**base, "9": {"class_type": "KSampler", "inputs": {
+        "model": ["5", 0], "seed": 7, "steps": 4, "cfg": 5.0, "sampler_name": "dpmpp_2m_sde", "scheduler": "karras",
+        "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "denoise": 1.0}}}
+    custom = {**base,
+              "6": {"class_type": "RandomNoise", "inputs": {"noise_seed": 7}},
+              "7": {"class_type": "CFGGuider", "inputs": {"model": ["5", 0], "positive": ["2", 0],
+                                                          "negative": ["3", 0], "cfg": 5.0}},
+              "8": {"class_type": "BasicScheduler", "inputs": {"model": ["5", 0], "scheduler": "karras", "steps": 4,
+                                                               "denoise": 1.0}},
+              "10": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "dpmpp_2m_sde"}},
+              "9": {"class_type": "SamplerCustomAdvanced", "inputs": {
+                  "noise": ["6", 0], "guider": ["7", 0], "sampler": ["10", 0], "sigmas": ["8", 0],
+                  "latent_image": ["4", 0]}}}
+    unpatched = {**custom, "7": {**custom["7"], "inputs": {**custom["7"]["inputs"], "model": ["1", 0]}}}
+
+    def latent(prompt):
+        prompt = {**prompt, "99": {"class_type": "_CaptureLatent",
+                                   "inputs": {"samples": ["9", 0], "filename_prefix": "latents/x"}}}
+        result = Executor(OutputCache(0)).execute(validate_prompt(prompt, registry))
+        assert result.ok, result.error
+        return result.outputs["99"]["capture"][0][1]
+
+    via_ksampler, via_custom = latent(ksampler), latent(custom)
+    assert torch.equal(via_ksampler, via_custom)
+    assert not torch.allclose(via_custom, latent(unpatched), atol=1e-3)
