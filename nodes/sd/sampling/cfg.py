@@ -142,19 +142,31 @@ class CFGDenoiser:
         cond, uncond = self.calc_cond_batch(list(conds), x, sigma)
         if not options.guides_cfg and not self.post_cfg_functions:
             return uncond + (cond - uncond) * self.cfg
-        step = CFGStep(x, sigma, self.cfg, conds, cond, uncond, options, self.run, self.calc_cond_batch)
+        step = self.cfg_step(x, sigma, self.cfg, conds, cond, uncond)
         for hook in options.pre_cfg:
             step.cond_denoised, step.uncond_denoised = hook(step)
-        if options.cfg_function is not None:
-            step.denoised = options.cfg_function(step)
+        return self.mix(step)
+
+    # The pieces of ComfyUI's cfg_function, for guiders that combine more than two predictions.
+    def cfg_step(self, x, sigma, cond_scale: float, conds: tuple, cond, uncond) -> CFGStep:
+        return CFGStep(x, sigma, cond_scale, conds, cond, uncond, self.options, self.run, self.calc_cond_batch)
+
+    def mix(self, step: CFGStep) -> torch.Tensor:
+        """The options' CFG function, or uncond + (cond - uncond) * scale; then the post-CFG hooks."""
+        if self.options.cfg_function is not None:
+            step.denoised = self.options.cfg_function(step)
         else:
-            step.denoised = step.uncond_denoised + (step.cond_denoised - step.uncond_denoised) * self.cfg
-        for hook in options.post_cfg:
+            step.denoised = step.uncond_denoised + (step.cond_denoised - step.uncond_denoised) * step.cond_scale
+        return self.post_cfg(step)
+
+    def post_cfg(self, step: CFGStep) -> torch.Tensor:
+        """The MODEL's post-CFG hooks, then the running sampler's post_cfg_functions, on step.denoised."""
+        for hook in self.options.post_cfg:
             step.denoised = hook(step)
         for fn in self.post_cfg_functions:
             step.denoised = fn({"denoised": step.denoised, "cond_denoised": step.cond_denoised,
-                                "uncond_denoised": step.uncond_denoised, "cond_scale": self.cfg,
-                                "sigma": sigma, "input": x})
+                                "uncond_denoised": step.uncond_denoised, "cond_scale": step.cond_scale,
+                                "sigma": step.sigma, "input": step.x})
         return step.denoised
 
     def calc_cond_batch(self, cond_lists: list, x: torch.Tensor, sigma: torch.Tensor,
