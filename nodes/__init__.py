@@ -15,6 +15,8 @@ NODE_MODULES = [
     "nodes.primitives",
     "nodes.loaders",
     "nodes.conditioning",
+    "nodes.conditioning_image",
+    "nodes.clip_vision",
     "nodes.sampling",
     "nodes.model_patches",
     "nodes.model_patches_guidance",
@@ -24,6 +26,8 @@ NODE_MODULES = [
     "nodes.mask",
     "nodes.preprocessors",
     "nodes.controlnet",
+    "nodes.vae_tiled",
+    "nodes.upscale",
 ]
 
 

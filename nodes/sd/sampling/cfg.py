@@ -66,7 +66,12 @@ class _Chunk:
 
 class CFGDenoiser:
     """denoiser(x, sigma_batch) -> x0 = uncond + (cond - uncond) * cfg, both from one batched UNet pass
-    (the uncond pass is skipped entirely when cfg == 1, unless an option disables that).
+    (the uncond pass is skipped entirely when cfg == 1, unless an option or the sampler disables that).
+
+    post_cfg_functions: hooks of the running sampler itself (not of the MODEL), in ComfyUI's
+    sampler_post_cfg_function shape: fn(args) -> new x0 with args {"denoised", "cond_denoised",
+    "uncond_denoised", "cond_scale", "sigma", "input"}, run after the MODEL's post-CFG hooks; the
+    CFG++ samplers use one (with disable_cfg1_optimization) to read the unconditional prediction.
 
     `options`: the MODEL's sampling options; `run`: state shared by their hooks for this sampling run.
     `model_fn` is given `patch_context=` only when the options patch the UNet."""
@@ -80,6 +85,8 @@ class CFGDenoiser:
         self.conds = [_convert(positive), _convert(negative)]
         self._resolved_for = None
         self.model_calls = 0
+        self.post_cfg_functions: list[Callable[[dict], torch.Tensor]] = []
+        self.disable_cfg1_optimization = False
 
     # -- preparation (ComfyUI's process_conds) ------------------------------------------------
     def _resolve(self, x: torch.Tensor):
@@ -93,9 +100,11 @@ class CFGDenoiser:
                     c["sigma_start"] = self.ms.percent_to_sigma(c["start_percent"])
                 if "end_percent" in c:
                     c["sigma_end"] = self.ms.percent_to_sigma(c["end_percent"])
-        for k, lst in enumerate(conds):   # every area cond gets a same-area partner in the other list
+        for k, lst in enumerate(conds):   # every area cond gets a same-area partner in the other lists
             for c in lst:
-                _add_same_area_partner(conds[1 - k], c)
+                for j, other in enumerate(conds):
+                    if j != k:
+                        _add_same_area_partner(other, c)
         for lst in conds:
             for c in lst:
                 pre_run = getattr(c.get("control"), "pre_run", None)
@@ -120,10 +129,11 @@ class CFGDenoiser:
         self._resolve(x)
         positive, negative = self.prepared
         options = self.options
-        skip_uncond = math.isclose(self.cfg, 1.0) and not options.disable_cfg1_optimization
+        skip_uncond = math.isclose(self.cfg, 1.0) and not (options.disable_cfg1_optimization
+                                                         or self.disable_cfg1_optimization)
         conds = (positive, None if skip_uncond else negative)
         cond, uncond = self.calc_cond_batch(list(conds), x, sigma)
-        if not options.guides_cfg:
+        if not options.guides_cfg and not self.post_cfg_functions:
             return uncond + (cond - uncond) * self.cfg
         step = CFGStep(x, sigma, self.cfg, conds, cond, uncond, options, self.run, self.calc_cond_batch)
         for hook in options.pre_cfg:
@@ -134,6 +144,10 @@ class CFGDenoiser:
             step.denoised = step.uncond_denoised + (step.cond_denoised - step.uncond_denoised) * self.cfg
         for hook in options.post_cfg:
             step.denoised = hook(step)
+        for fn in self.post_cfg_functions:
+            step.denoised = fn({"denoised": step.denoised, "cond_denoised": step.cond_denoised,
+                                "uncond_denoised": step.uncond_denoised, "cond_scale": self.cfg,
+                                "sigma": sigma, "input": x})
         return step.denoised
 
     def calc_cond_batch(self, cond_lists: list, x: torch.Tensor, sigma: torch.Tensor,
