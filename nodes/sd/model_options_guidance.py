@@ -16,6 +16,12 @@ from .model_options import CFGStep, ModelPatchError, PatchContext, SamplingRun
 
 Tensor = torch.Tensor
 
+__all__ = [
+    "RescaleCFG", "AdaptiveProjectedGuidance", "CFGZeroStar", "CFGNorm", "TangentialDampingCFG", "Mahiro",
+    "FreSca", "EpsilonScaling", "PerturbedAttentionGuidance", "SelfAttentionGuidance", "DifferentialDiffusion",
+    "frequency_scale", "gaussian_blur", "attention_with_scores", "identity_attention",
+]
+
 
 def _per_image(t: Tensor, ndim: int) -> Tensor:
     return t.reshape(t.shape[:1] + (1,) * (ndim - 1))
@@ -314,9 +320,3 @@ class DifferentialDiffusion:
             return self.strength * binary + (1 - self.strength) * mask
         return binary
 
-
-__all__ = [
-    "RescaleCFG", "AdaptiveProjectedGuidance", "CFGZeroStar", "CFGNorm", "TangentialDampingCFG", "Mahiro",
-    "FreSca", "EpsilonScaling", "PerturbedAttentionGuidance", "SelfAttentionGuidance", "DifferentialDiffusion",
-    "frequency_scale", "gaussian_blur", "attention_with_scores", "identity_attention",
-]
