@@ -82,6 +82,26 @@ class LoadImage(Node):
             raise NodeInputError("image", f"cannot decode {image!r} as an image ({exc})") from exc
 
 
+def _output_images() -> list[str]:
+    """Images in the output folder, as LoadImageOutput offers them (annotated ' [output]')."""
+    root = folders.current().output
+    if not root.is_dir():
+        return []
+    return sorted((p.relative_to(root).as_posix() + " [output]" for p in root.rglob("*")
+                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
+                  key=str.lower)
+
+
+class LoadImageOutput(LoadImage):
+    """Load an image from the output folder. When the refresh button is clicked, the node will update
+    the image list and automatically select the first image, allowing for easy iteration."""
+    display_name = "Load Image (from Outputs)"
+    experimental = True
+    inputs = (Combo("image", _output_images, image_upload=True, image_folder="output",
+                    remote={"route": "/internal/files/output", "refresh_button": True,
+                            "control_after_refresh": "first"}),)
+
+
 def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """All frames of an image file as IMAGE [B, H, W, 3] and MASK [B, H, W] (ComfyUI's rules)."""
     with Image.open(path) as pil:
@@ -283,5 +303,5 @@ class ImagePadForOutpaint(Node):
         return (out, mask.unsqueeze(0))
 
 
-NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (LoadImage, SaveImage, PreviewImage, ImageScale, ImageScaleBy,
-                                                      ImageScaleToTotalPixels, ImagePadForOutpaint)}
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (LoadImage, LoadImageOutput, SaveImage, PreviewImage, ImageScale,
+                                                      ImageScaleBy, ImageScaleToTotalPixels, ImagePadForOutpaint)}
