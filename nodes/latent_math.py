@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from nodegraph import Float, Input, Int, Node, Output
+from nodegraph import Float, Input, Int, Node, NodeInputError, Output
 
 from .image_ops import gaussian_kernel, repeat_to_batch_size, upscale
 
@@ -18,6 +18,9 @@ LatentOperation = Callable[..., torch.Tensor]  # operation(latent=[B, C, H, W]) 
 
 def reshape_like(target: torch.Tensor, latent: torch.Tensor, repeat_batch: bool = True) -> torch.Tensor:
     """`latent` at the size of `target` (bilinear, centre crop) and, by default, with its batch size."""
+    if latent.ndim != target.ndim or latent.shape[1] != target.shape[1]:
+        raise NodeInputError("samples2", f"latents of shapes {tuple(target.shape)} and {tuple(latent.shape)} have "
+                                         f"different channel counts (from different model families?)")
     if latent.shape[1:] != target.shape[1:]:
         latent = upscale(latent, target.shape[-1], target.shape[-2], "bilinear", "center")
     latent = latent.to(target)

@@ -95,6 +95,11 @@ def test_blend_add_subtract_multiply():
                           torch.full((3, 4, 8, 8), 3.0))
 
 
+def test_latents_of_another_model_family_are_refused_with_both_shapes():
+    with pytest.raises(NodeInputError, match=r"\(1, 4, 8, 8\) and \(1, 16, 8, 8\)"):
+        LatentAdd().run(latent(), {"samples": torch.zeros(1, 16, 8, 8)})
+
+
 def test_interpolate_mixes_direction_and_length_hand_derived():
     a = torch.zeros(1, 4, 1, 1)
     a[0, :2, 0, 0] = torch.tensor([3.0, 4.0])       # length 5, direction (0.6, 0.8, 0, 0)
