@@ -15,6 +15,8 @@ NODE_MODULES = [
     "nodes.primitives",
     "nodes.loaders",
     "nodes.conditioning",
+    "nodes.conditioning_image",
+    "nodes.clip_vision",
     "nodes.sampling",
     "nodes.latent",
     "nodes.latent_batch",
@@ -31,6 +33,8 @@ NODE_MODULES = [
     "nodes.strings",
     "nodes.preprocessors",
     "nodes.controlnet",
+    "nodes.vae_tiled",
+    "nodes.upscale",
 ]
 
 
