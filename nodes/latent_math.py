@@ -1,5 +1,6 @@
 """Latent arithmetic: add, subtract, multiply, interpolate (per-pixel direction and length), and
-latent operations (tone-map, sharpen) applied with LatentApplyOperation. Same names, inputs and
+latent operations (tone-map, sharpen) applied to a latent (LatentApplyOperation) or to the guidance
+of each sampling step (LatentApplyOperationCFG, a pre-CFG hook on a MODEL clone). Same names, inputs and
 results as ComfyUI's; a second latent of another size is resized bilinearly (centre crop) and its
 batch repeated to the first's, as ComfyUI does."""
 from __future__ import annotations
@@ -93,6 +94,21 @@ class LatentApplyOperation(Node):
         return ({**samples, "samples": operation(latent=samples["samples"])},)
 
 
+class LatentApplyOperationCFG(Node):
+    """Applies a latent operation to the guidance of every sampling step: the cond prediction becomes
+    uncond + operation(cond - uncond), before CFG scales the difference."""
+    category = "latent/advanced/operations"
+    experimental = True
+    inputs = (Input("model", "MODEL"), Input("operation", "LATENT_OPERATION"))
+    outputs = (Output("MODEL"),)
+
+    def run(self, model, operation):
+        def pre_cfg(step):
+            uncond = step.uncond_denoised  # zeros when cfg 1 skips the negative, as ComfyUI
+            return operation(latent=step.cond_denoised - uncond) + uncond, uncond
+        return (model.with_options(model.options.with_pre_cfg(pre_cfg, source="LatentApplyOperationCFG")),)
+
+
 def tonemap_reinhard(multiplier: float) -> LatentOperation:
     """Reinhard tone-mapping of each latent pixel's vector length, scaled so that lengths up to
     (mean + 5 std) * multiplier of the image are compressed smoothly; directions are kept."""
@@ -145,5 +161,6 @@ class LatentOperationSharpen(Node):
 
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (LatentAdd, LatentSubtract, LatentMultiply, LatentInterpolate,
-                                                      LatentApplyOperation, LatentOperationTonemapReinhard,
+                                                      LatentApplyOperation, LatentApplyOperationCFG,
+                                                      LatentOperationTonemapReinhard,
                                                       LatentOperationSharpen)}

@@ -10,7 +10,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from nodegraph import NodeInputError
+from nodegraph import Executor, Node, NodeInputError, NodeRegistry, Output, OutputCache, validate_prompt
+from nodes.default_model import ensure_default_checkpoint
 from nodes.latent_batch import LatentBatch, LatentBatchSeedBehavior, LatentFromBatch, RebatchLatents, RepeatLatentBatch
 from nodes.latent_files import LoadLatent, SaveLatent
 from nodes.latent_math import (LatentAdd, LatentApplyOperation, LatentInterpolate, LatentMultiply,
@@ -176,6 +177,49 @@ def test_sharpen_against_scipy():
     assert np.allclose(out.numpy(), expected, atol=1e-5)
     applied = LatentApplyOperation().run({"samples": x, "batch_index": [0]}, LatentOperationSharpen().run(2, 1.0, 0.0)[0])[0]
     assert torch.allclose(applied["samples"], x, atol=1e-5) and applied["batch_index"] == [0]  # alpha 0: identity
+
+
+class ZeroOperation(Node):
+    """A LATENT_OPERATION for the test: every latent becomes zeros."""
+    category = "testing"
+    outputs = (Output("LATENT_OPERATION"),)
+
+    def run(self):
+        return (lambda latent, **_: torch.zeros_like(latent),)
+
+
+def test_apply_operation_cfg_edits_the_guidance(library, layout):
+    """With an operation that zeroes (cond - uncond), every step's cond prediction becomes the uncond
+    one: the result equals sampling with the negative prompt as the positive one (hand-derived from
+    uncond + op(cond - uncond) = uncond)."""
+    ensure_default_checkpoint(layout)
+    registry = NodeRegistry()
+    for definition in library:
+        registry.register(definition.cls, definition.name)
+    registry.register(ZeroOperation, "ZeroOperation")
+
+    def sample(patched: bool, positive_text: str):
+        prompt = {
+            "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "nodegraph-demo.safetensors"}},
+            "2": {"class_type": "CLIPTextEncode", "inputs": {"text": positive_text, "clip": ["1", 1]}},
+            "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a gray background", "clip": ["1", 1]}},
+            "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "5": {"class_type": "ZeroOperation", "inputs": {}},
+            "6": {"class_type": "LatentApplyOperationCFG", "inputs": {"model": ["1", 0], "operation": ["5", 0]}},
+            "7": {"class_type": "KSampler", "inputs": {
+                "model": ["6", 0] if patched else ["1", 0], "seed": 3, "steps": 2, "cfg": 5.0, "sampler_name": "euler",
+                "scheduler": "karras", "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+                "denoise": 1.0}},
+            "8": {"class_type": "SaveLatent", "inputs": {"samples": ["7", 0], "filename_prefix": "cfg_op"}},
+        }
+        result = Executor(OutputCache(0)).execute(validate_prompt(prompt, registry))
+        assert result.ok, result.error
+        name = result.outputs["8"]["latents"][0]["filename"]
+        return load_file(layout.output / name)["latent_tensor"]
+
+    patched = sample(True, "a red circle on a white background, center")
+    assert torch.allclose(patched, sample(False, "a gray background"), atol=1e-5)
+    assert not torch.allclose(patched, sample(False, "a red circle on a white background, center"), atol=1e-2)
 
 
 def test_save_latent_writes_comfyui_format(layout):
