@@ -50,6 +50,24 @@ def annotated_image_path(name: str) -> Path:
     return safe_join(base, name)
 
 
+def annotated_file_hash(name: str) -> str | float:
+    """sha256 of a file named as LoadImage names it, so the cache re-runs when the file changes
+    (NaN, never equal, when it cannot be read: validation reports why)."""
+    try:
+        return hashlib.sha256(annotated_image_path(name).read_bytes()).hexdigest()
+    except (OSError, UnsafePathError):
+        return float("nan")
+
+
+def annotated_file_problem(name: str, kind: str = "image") -> str | None:
+    """ComfyUI's "Invalid image file: x" when the named file is missing or outside its folder."""
+    try:
+        path = annotated_image_path(name)
+    except UnsafePathError as exc:
+        return f"Invalid {kind} file: {name} ({exc})"
+    return None if path.is_file() else f"Invalid {kind} file: {name}"
+
+
 class LoadImage(Node):
     """Loads an image from the input folder; the mask is 1 − alpha (white = to repaint)."""
     display_name = "Load Image"
@@ -59,18 +77,11 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, image):
-        try:
-            return hashlib.sha256(annotated_image_path(image).read_bytes()).hexdigest()
-        except (OSError, UnsafePathError):
-            return float("nan")
+        return annotated_file_hash(image)
 
     @classmethod
     def validate(cls, image):
-        try:
-            path = annotated_image_path(image)
-        except UnsafePathError as exc:
-            return f"Invalid image file: {image} ({exc})"
-        return True if path.is_file() else f"Invalid image file: {image}"
+        return annotated_file_problem(image) or True
 
     def run(self, image):
         try:

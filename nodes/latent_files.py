@@ -5,7 +5,6 @@ and an empty `latent_format_version_0` tensor; its metadata holds the prompt and
 text. Files without the version tensor are the older format, which stored latents scaled by 0.18215."""
 from __future__ import annotations
 
-import hashlib
 import json
 
 import torch
@@ -16,7 +15,7 @@ from safetensors.torch import save as save_safetensors
 from nodegraph import Combo, Hidden, Input, Node, NodeInputError, NodeOutput, Output, String, folders
 from nodegraph.folders import UnsafePathError, write_atomic
 
-from .image import annotated_image_path, save_path
+from .image import annotated_file_hash, annotated_file_problem, annotated_image_path, save_path
 
 LATENT_KEY, VERSION_KEY = "latent_tensor", "latent_format_version_0"
 OLD_FORMAT_SCALE = 0.18215  # files without the version tensor hold latent * 0.18215
@@ -77,18 +76,11 @@ class LoadLatent(Node):
 
     @classmethod
     def fingerprint(cls, latent):
-        try:
-            return hashlib.sha256(annotated_image_path(latent).read_bytes()).hexdigest()
-        except (OSError, UnsafePathError):
-            return float("nan")
+        return annotated_file_hash(latent)
 
     @classmethod
     def validate(cls, latent):
-        try:
-            path = annotated_image_path(latent)
-        except UnsafePathError as exc:
-            return f"Invalid latent file: {latent} ({exc})"
-        return True if path.is_file() else f"Invalid latent file: {latent}"
+        return annotated_file_problem(latent, "latent") or True
 
     def run(self, latent):
         try:

@@ -6,7 +6,6 @@ Names, inputs and results as ComfyUI's; image files are read by nodes.image. Whe
 sizes are refused with both shapes."""
 from __future__ import annotations
 
-import hashlib
 import random
 import string
 
@@ -20,7 +19,7 @@ from nodegraph.contract import MAX_RESOLUTION, Boolean, Combo, Float, Hidden, In
 from nodegraph.errors import NodeInputError
 from nodegraph.folders import UnsafePathError
 
-from .image import _input_images, annotated_image_path, save_images
+from .image import _input_images, annotated_file_hash, annotated_file_problem, annotated_image_path, save_images
 
 CHANNELS = ("alpha", "red", "green", "blue")
 
@@ -56,18 +55,11 @@ class LoadImageMask(Node):
 
     @classmethod
     def fingerprint(cls, image, channel):
-        try:
-            return hashlib.sha256(annotated_image_path(image).read_bytes()).hexdigest()
-        except (OSError, UnsafePathError):
-            return float("nan")
+        return annotated_file_hash(image)
 
     @classmethod
     def validate(cls, image, channel="alpha"):
-        try:
-            path = annotated_image_path(image)
-        except UnsafePathError as exc:
-            return f"Invalid image file: {image} ({exc})"
-        return True if path.is_file() else f"Invalid image file: {image}"
+        return annotated_file_problem(image) or True
 
     def run(self, image, channel):
         try:
