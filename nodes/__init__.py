@@ -16,6 +16,7 @@ NODE_MODULES = [
     "nodes.loaders",
     "nodes.conditioning",
     "nodes.conditioning_image",
+    "nodes.clip_vision",
     "nodes.sampling",
     "nodes.latent",
     "nodes.image",

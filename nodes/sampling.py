@@ -11,12 +11,10 @@ from nodegraph import Combo, Float, Input, Int, Node, NodeInputError, Output, Pr
 from .sd.concat_inputs import concat_inputs
 from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
 from .sd.sampling.ksampler import sample
-from .sd.sampling.model_sampling import ModelSamplingEPS
 from .sd.device import cpu_threads
 from .sd.previews import latent_to_preview
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
-MODEL_SAMPLING = ModelSamplingEPS()  # SD1.x: the discrete eps schedule; stateless, shared
 
 
 def run_sampler(model, latent: dict, *, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
@@ -37,17 +35,19 @@ def run_sampler(model, latent: dict, *, seed: int, steps: int, cfg: float, sampl
         device = model.load_device
         concat = inpaint_concat(unet.config.in_channels, samples, latent.get("noise_mask"), positive)
 
-        def model_fn(x, timesteps, context, control=None):
+        def model_fn(x, timesteps, context, control=None, patch_context=None):
             if concat is not None:  # an inpainting UNet also sees the mask and the masked image
                 extra = concat.to(x.device, x.dtype)
                 x = torch.cat([x, extra.repeat(x.shape[0] // extra.shape[0], 1, 1, 1)], dim=1)
-            return unet(x.to(dtype), timesteps.to(device), context.to(device, dtype), control=control).float()
+            return unet(x.to(dtype), timesteps.to(device), context.to(device, dtype), control=control,
+                        patch_context=patch_context).float()
 
-        out = sample(model_fn, MODEL_SAMPLING, samples.to(device), seed=seed, steps=steps, cfg=cfg,
+        out = sample(model_fn, model.model_sampling, samples.to(device), seed=seed, steps=steps, cfg=cfg,
                      sampler_name=sampler_name, scheduler=scheduler, positive=positive, negative=negative,
                      denoise=denoise, noise_mask=latent.get("noise_mask"), disable_noise=disable_noise,
                      start_step=start_step, last_step=last_step, force_full_denoise=force_full_denoise,
-                     batch_index=latent.get("batch_index"), callback=on_step, cancel=check_cancelled)
+                     batch_index=latent.get("batch_index"), callback=on_step, cancel=check_cancelled,
+                     options=model.options)
     return {**latent, "samples": out.cpu()}
 
 

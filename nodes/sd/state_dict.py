@@ -66,6 +66,18 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return _tensors_only(path, sd)
 
 
+def load_pickled_dict(path: str | Path) -> dict:
+    """The whole dict a `.pt` / `.ckpt` file holds (keys and values of any kind `weights_only` allows:
+    tensors, numbers, strings, lists, tuples, dicts), for formats that are more than flat tensors, such as
+    A1111 hypernetworks. Read with `torch.load(weights_only=True)` like everything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(path, "file not found; check the path and the models folder")
+    if _file_kind(path) != "pickle":
+        raise ModelLoadError(path, "not a PyTorch .pt / .ckpt file")
+    return _load_pickle(path)
+
+
 def split_by_prefix(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries whose key starts with `prefix`, with the prefix stripped."""
     n = len(prefix)
