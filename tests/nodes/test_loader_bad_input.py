@@ -113,14 +113,14 @@ def test_vae_encode_tiled_refuses_an_overlap_its_narrow_tiles_cannot_step_over(l
     prompt = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": DEFAULT_CHECKPOINT}},
         "2": {"class_type": "LoadImage", "inputs": {"image": "big.png"}},
-        "3": {"class_type": "VAEEncodeTiled", "inputs": {"pixels": ["2", 0], "vae": ["1", 2], "tile_size": 128,
-                                                         "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}},
+        "3": {"class_type": "VAEEncodeTiled", "inputs": {"pixels": ["2", 0], "vae": ["1", 2], "tile_size": 64,
+                                                         "overlap": 32, "temporal_size": 64, "temporal_overlap": 8}},
     }
     from PIL import Image
-    Image.fromarray(np.full((256, 256, 3), 128, dtype=np.uint8)).save(layout.input / "big.png")
+    Image.fromarray(np.full((128, 128, 3), 128, dtype=np.uint8)).save(layout.input / "big.png")
     executor = Executor(OutputCache(0))
     result = executor.execute(validate_prompt(prompt, library, targets=["3"]))
     assert result.status == "error"
     assert (result.error.node_id, result.error.node_type, result.error.input_name) == ("3", "VAEEncodeTiled", "overlap")
-    prompt["3"]["inputs"]["overlap"] = 32
+    prompt["3"]["inputs"]["overlap"] = 16
     assert executor.execute(validate_prompt(prompt, library, targets=["3"])).ok  # and the next prompt runs
