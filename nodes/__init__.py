@@ -43,6 +43,8 @@ NODE_MODULES = [
     "nodes.controlnet",
     "nodes.vae_tiled",
     "nodes.upscale",
+    "nodes.merging",
+    "nodes.saving",
 ]
 
 

@@ -240,6 +240,47 @@ def controlnet_depth() -> dict:
                        [0.0, 0.8], checkpoint=TINY_CHECKPOINT, controlnet=DEFAULT_CONTROLNET)
 
 
+# The upscale example names the file ComfyUI's own examples use; no upscale model ships with nodegraph, so
+# put one in models/upscale_models (the tests run it on a tiny generated ESRGAN of that name).
+UPSCALE_MODEL = "RealESRGAN_x4plus.pth"
+
+
+def upscale_model() -> dict:
+    """Text-to-image, then the decoded picture upscaled 4x by an upscale model (ESRGAN family)."""
+    w = Workflow()
+    ckpt, pos, neg = sd_base(w, "a green triangle on a gray background, center")
+    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
+    sampler = w.add("KSampler", (850, 200), [8, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
+                    model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    upscaler = w.add("UpscaleModelLoader", (1200, 400), [UPSCALE_MODEL], size=[315, 58])
+    bigger = w.add("ImageUpscaleWithModel", (1560, 300), upscale_model=(upscaler, 0), image=(image, 0))
+    w.add("SaveImage", (1900, 300), ["upscaled"], images=(bigger, 0))
+    return w.to_json()
+
+
+def model_merge() -> dict:
+    """The demo model merged half-and-half with itself carrying the demo LoRA (so, the LoRA at half
+    strength, baked in), sampled, and saved as a new checkpoint in output/checkpoints/."""
+    w = Workflow()
+    ckpt = w.add("CheckpointLoaderSimple", (30, 200), [DEFAULT_CHECKPOINT], size=[315, 98])
+    styled = w.add("LoraLoader", (30, 400), [DEMO_LORA, 1.0, 1.0], size=[315, 126], model=(ckpt, 0), clip=(ckpt, 1))
+    model = w.add("ModelMergeSimple", (400, 100), [0.5], title="Merge models", model1=(ckpt, 0), model2=(styled, 0))
+    clip = w.add("CLIPMergeSimple", (400, 300), [0.5], title="Merge text encoders", clip1=(ckpt, 1),
+                 clip2=(styled, 1))
+    pos = w.add("CLIPTextEncode", (750, 100), ["a blue star on a white background, center"], title="Positive prompt",
+                clip=(clip, 0))
+    neg = w.add("CLIPTextEncode", (750, 350), [""], title="Negative prompt", clip=(clip, 0))
+    latent = w.add("EmptyLatentImage", (750, 600), [64, 64, 1])
+    sampler = w.add("KSampler", (1100, 200), [42, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
+                    model=(model, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1450, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1800, 200), ["merged"], images=(image, 0))
+    w.add("CheckpointSave", (750, 800), ["checkpoints/nodegraph-demo-merged"], model=(model, 0), clip=(clip, 0),
+          vae=(ckpt, 2))
+    return w.to_json()
+
+
 def area_composition() -> dict:
     """A 128×64 picture composed of two 64×64 areas, each with its own prompt (ConditioningSetArea), over a
     global prompt at a lower strength: the demo model draws one shape per area."""
@@ -303,6 +344,7 @@ WORKFLOWS = {"txt2img.json": txt2img, "img2img.json": img2img, "inpaint.json": i
 WORKFLOWS.update({"lora.json": lora, "controlnet_canny.json": controlnet_canny,
                   "controlnet_depth.json": controlnet_depth})
 WORKFLOWS.update({"demo_lora.json": demo_lora, "demo_controlnet.json": demo_controlnet})
+WORKFLOWS.update({"upscale_model.json": upscale_model, "model_merge.json": model_merge})
 WORKFLOWS.update({"area_composition.json": area_composition, "t2i_adapter.json": t2i_adapter, "gligen.json": gligen})
 WORKFLOWS.update({"latent_upscale.json": latent_upscale, "noisy_latent_composition.json": noisy_latent_composition})
 
