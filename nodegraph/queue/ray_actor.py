@@ -33,6 +33,7 @@ from ..executor import Executor
 from ..progress import CancellationToken
 from ..registry import NodeRegistry
 from ..validation import validate_prompt
+from .backend import build_registry
 from .relay import encode_jpeg
 from .shipping import collect, file_refs, ref_of, remove_scratch
 from .worker import free_resources, set_preview_method
@@ -47,12 +48,6 @@ def library_signature(registry: NodeRegistry) -> str:
     digest run a prompt the same way."""
     parts = sorted(f"{d.name}|{d.python_module}|{','.join(d.return_types)}" for d in registry)
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=6).hexdigest()
-
-
-def build_registry(factory: str, kwargs: dict[str, Any]) -> NodeRegistry:
-    """`module:function` called with `kwargs` (paths as strings)."""
-    module_name, _, function = factory.partition(":")
-    return getattr(importlib.import_module(module_name), function or "default_registry")(**kwargs)
 
 
 def _scratch_folder(name: str) -> Path:

@@ -442,17 +442,17 @@ class RayBackend:
 
     def _worker_lost(self, slot: Slot, item: QueueItem, exc: BaseException, begun: bool) -> None:
         """Re-queue the prompt of a lost worker once (a prompt that was already running when a worker
-        or the server was lost is failed: it may be what kills them)."""
+        or the server was lost is failed: it may be what kills them). Every loss counts, even before
+        the first event arrived: a node that kills its process at once may take its events with it."""
         with self._lock:
             slot.state, slot.lost_since, slot.item, slot.view.running = "lost", time.monotonic(), None, None
             slot.view.held, slot.confirm = set(), []
             self._lock.notify_all()
-        log.warning("worker %s lost while running prompt %s: %s", slot.name, item.prompt_id,
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        log.warning("worker %s lost %s prompt %s: %s", slot.name, "while running" if begun else "as it was given",
+                    item.prompt_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         if self._stop.is_set():
             return  # shutting down: the prompt stays "running" on disk and is recovered at the next start
-        if begun:
-            item.attempts += 1
+        item.attempts += 1
         if item.attempts > MAX_RESTARTS:
             record_failure(self.queue, self.listener, item,
                            f"the worker running this prompt was lost {item.attempts} times (last: {slot.name}); "
