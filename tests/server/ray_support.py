@@ -24,9 +24,9 @@ def start_runtime(cpus: int = 2) -> Any:
 def ray_options(workers: int, **overrides: Any) -> RayOptions:
     """Workers that build the test node library; by default in a namespace of their own (workers of
     an earlier server are then never adopted)."""
-    settings: dict[str, Any] = {"namespace": f"test-{uuid.uuid4().hex[:8]}", **overrides}
-    return RayOptions(workers=workers, cpus_per_worker=0, registry_factory=REGISTRY,
-                      cache_budget=256 * 1024**2, **settings)
+    settings: dict[str, Any] = {"namespace": f"test-{uuid.uuid4().hex[:8]}", "registry_factory": REGISTRY,
+                                "cache_budget": 256 * 1024**2, **overrides}
+    return RayOptions(workers=workers, cpus_per_worker=0, **settings)
 
 
 def kill_workers(namespace: str) -> None:
