@@ -21,7 +21,7 @@ import ray
 from .. import __version__
 from ..cache_keys import compute_cache_keys
 from ..errors import NodegraphError, ValidationError
-from ..folders import Folders
+from ..folders import Folders, UnsafePathError
 from ..registry import NodeRegistry
 from ..validation import validate_prompt
 from . import ray_runtime
@@ -387,6 +387,7 @@ class RayBackend:
             return
         except Exception as exc:
             log.exception("prompt %s: worker %s failed", item.prompt_id, slot.name)
+            slot.handle.interrupt.remote(item.prompt_id)  # if it still runs, stop it before it gets the next one
             result = {"status": "failure", "message": f"worker {slot.name} failed: {type(exc).__name__}: {exc}"}
         try:
             self._finish(slot, item, result, relay, placed, started)
@@ -403,7 +404,11 @@ class RayBackend:
         if not files:
             return data
         node = data["node"]
-        stored = self.placer.place(files)
+        try:
+            stored = self.placer.place(files)
+        except (OSError, UnsafePathError) as exc:  # a disk full here, or a worker naming a path outside
+            log.error("prompt %s: files of node %s from worker %s not stored: %s", item.prompt_id, node, slot.name, exc)
+            return data
         placed.setdefault(node, {}).update(stored)
         with self._lock:
             slot.confirm.extend((item.prompt_id, node, *ref, final) for ref, final in stored.items())
