@@ -18,6 +18,7 @@ from nodegraph.registry import NodeRegistry  # noqa: E402
 import nodes  # noqa: E402
 from nodes.default_model import (DEFAULT_CHECKPOINT, DEFAULT_CONTROLNET, DEFAULT_DEPTH_MODEL,  # noqa: E402
                                  DEMO_CANNY_THRESHOLDS, DEMO_CONTROLNET, DEMO_LORA, TINY_CHECKPOINT)
+from nodes.sd.tiny_adapters import TINY_T2I_ADAPTER  # noqa: E402
 
 REGISTRY = NodeRegistry()
 nodes.register_nodes(REGISTRY)
@@ -186,10 +187,51 @@ def controlnet_depth() -> dict:
                        [0.0, 0.8], checkpoint=TINY_CHECKPOINT, controlnet=DEFAULT_CONTROLNET)
 
 
+def area_composition() -> dict:
+    """A 128×64 picture composed of two 64×64 areas, each with its own prompt (ConditioningSetArea), over a
+    global prompt at a lower strength: the demo model draws one shape per area."""
+    w = Workflow()
+    ckpt, whole, neg = sd_base(w, "a white background")
+    left_text = w.add("CLIPTextEncode", (30, 450), ["a red circle on a white background, center"], title="Left",
+                      clip=(ckpt, 1))
+    right_text = w.add("CLIPTextEncode", (30, 700), ["a blue square on a white background, center"], title="Right",
+                       clip=(ckpt, 1))
+    left = w.add("ConditioningSetArea", (400, 450), [64, 64, 0, 0, 1.0], conditioning=(left_text, 0))
+    right = w.add("ConditioningSetArea", (400, 700), [64, 64, 64, 0, 1.0], conditioning=(right_text, 0))
+    background = w.add("ConditioningSetAreaStrength", (400, 950), [0.3], conditioning=(whole, 0))
+    both = w.add("ConditioningCombine", (750, 450), conditioning_1=(left, 0), conditioning_2=(right, 0))
+    positive = w.add("ConditioningCombine", (750, 650), conditioning_1=(both, 0), conditioning_2=(background, 0))
+    latent = w.add("EmptyLatentImage", (750, 850), [128, 64, 1])
+    sampler = w.add("KSampler", (1100, 200), [42, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
+                    model=(ckpt, 0), positive=(positive, 0), negative=(neg, 0), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1450, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1800, 200), ["area_composition"], images=(image, 0))
+    return w.to_json()
+
+
+def t2i_adapter() -> dict:
+    """A T2I-Adapter (loaded with the ControlNet loader, applied with Apply ControlNet) steering the layout
+    from input/example.png. It runs on tiny random stand-ins (no adapter is trained for the demo model):
+    it shows the wiring; its picture is noise. Put a real SD1.5 adapter in models/t2i_adapter to use it."""
+    w = Workflow()
+    ckpt, pos, neg = sd_base(w, "a red box on a table", checkpoint=TINY_CHECKPOINT)
+    load = w.add("LoadImage", (30, 600), ["example.png", "image"])
+    adapter = w.add("ControlNetLoader", (400, 850), [TINY_T2I_ADAPTER], size=[315, 58])
+    applied = w.add("ControlNetApplyAdvanced", (850, 600), [0.8, 0.0, 1.0], size=[315, 186],
+                    positive=(pos, 0), negative=(neg, 0), control_net=(adapter, 0), image=(load, 0))
+    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
+    sampler = w.add("KSampler", (1200, 200), [42, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
+                    model=(ckpt, 0), positive=(applied, 0), negative=(applied, 1), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1550, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1900, 200), ["t2i_adapter"], images=(image, 0))
+    return w.to_json()
+
+
 WORKFLOWS = {"txt2img.json": txt2img, "img2img.json": img2img, "inpaint.json": inpaint, "hires_fix.json": hires_fix}
 WORKFLOWS.update({"lora.json": lora, "controlnet_canny.json": controlnet_canny,
                   "controlnet_depth.json": controlnet_depth})
 WORKFLOWS.update({"demo_lora.json": demo_lora, "demo_controlnet.json": demo_controlnet})
+WORKFLOWS.update({"area_composition.json": area_composition, "t2i_adapter.json": t2i_adapter})
 
 if __name__ == "__main__":
     out = ROOT / "workflows"

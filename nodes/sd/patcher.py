@@ -1,4 +1,5 @@
-"""ModelPatcher: the MODEL socket type — a torch module plus the weight patches (LoRA …) and sampler options on it.
+"""ModelPatcher: the MODEL socket type — a torch module plus the weight patches (LoRA …) and the sampling
+options (nodes/sd/model_options.py) on it.
 
 Clones share the module and its backups; only one clone's patches are written into the module at a time.
 """
@@ -15,6 +16,8 @@ import torch
 from torch import nn
 
 from nodes.sd.lora import Adapter
+from nodes.sd.model_options import NO_OPTIONS, ModelOptions
+from nodes.sd.sampling.model_sampling import ModelSampling, ModelSamplingEPS
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +53,8 @@ def _state_for(module: nn.Module) -> _SharedState:
         return state
 
 
-def _copy_options(value: Any) -> Any:
-    """Copy the dict/list structure of model_options; leave the hooks and tensors in it shared."""
-    if isinstance(value, dict):
-        return {k: _copy_options(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy_options(v) for v in value]
-    return value
+# What an SD1.x checkpoint samples as unless a ModelSampling* node says otherwise; stateless, shared.
+SD1_MODEL_SAMPLING = ModelSamplingEPS()
 
 
 class ModelPatcher:
@@ -66,6 +64,9 @@ class ModelPatcher:
     and cast back to the weight's dtype. Patching is lazy and idempotent: the patch set written into the module
     is remembered (on state shared by all clones), so patching the same clone again costs nothing, and patching
     another clone first restores the originals.
+
+    `options` (ModelOptions, immutable) holds what changes sampling without touching weights; patch nodes
+    return `model.with_options(model.options.with_...(...))`.
     """
 
     def __init__(self, model: nn.Module, load_device: Device = "cpu", offload_device: Device = "cpu"):
@@ -74,7 +75,7 @@ class ModelPatcher:
         self.offload_device = torch.device(offload_device)
         self.patches: dict[str, list[tuple[float, Adapter]]] = {}
         self.patches_uuid = uuid.uuid4().hex
-        self.model_options: dict[str, Any] = {"transformer_options": {}}
+        self.options: ModelOptions = NO_OPTIONS
         self._state = _state_for(model)
 
     # -- cloning and patch bookkeeping --------------------------------------------------------------
@@ -85,8 +86,19 @@ class ModelPatcher:
         n.model, n.load_device, n.offload_device, n._state = self.model, self.load_device, self.offload_device, self._state
         n.patches = {k: list(v) for k, v in self.patches.items()}
         n.patches_uuid = self.patches_uuid  # same patches ⇒ same merged weights: no re-merge when switching
-        n.model_options = _copy_options(self.model_options)
+        n.options = self.options  # immutable: sharing it is copying it
         return n
+
+    def with_options(self, options: ModelOptions) -> ModelPatcher:
+        """A clone that samples with `options` (same weights and weight patches)."""
+        n = self.clone()
+        n.options = options
+        return n
+
+    @property
+    def model_sampling(self) -> ModelSampling:
+        """The schedule and parameterisation to sample with: a ModelSampling* node's choice, else SD1's."""
+        return self.options.model_sampling or SD1_MODEL_SAMPLING
 
     def is_clone(self, other: Any) -> bool:
         return isinstance(other, ModelPatcher) and other.model is self.model
