@@ -16,6 +16,7 @@ import os
 import queue as queue_module
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import traceback
@@ -91,6 +92,9 @@ def config_digest(config: dict[str, Any]) -> str:
 class WorkerActor:
     def __init__(self, config: dict[str, Any]):
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        # The run thread holds the GIL while Python-level node code runs; a short switch interval lets
+        # the streaming thread send progress and answer interrupt promptly (as the server does).
+        sys.setswitchinterval(0.001)
         self.name = config["name"]
         self.owner = config.get("owner", "server")
         self._lock = threading.Lock()

@@ -88,8 +88,10 @@ def _joined_config(server, factory: str) -> dict:
                         "input": str(layout.input), "user": str(layout.user)}}
 
 
-def test_a_worker_that_joins_later_gets_work_and_a_mismatched_one_is_refused(ray_runtime, tmp_path):
+def test_a_worker_that_joins_later_gets_work_and_a_mismatched_one_is_refused(ray_runtime, tmp_path, monkeypatch):
     import ray
+
+    from nodegraph.queue import ray_backend
     server = start_server(tmp_path, workers=1)
     options = server.state.backend.options
     extra = runtime.make_worker("worker-elsewhere-0", _joined_config(server, REGISTRY), options, gpus=0)
@@ -113,6 +115,15 @@ def test_a_worker_that_joins_later_gets_work_and_a_mismatched_one_is_refused(ray
         for i in range(3):
             server.wait_history(server.queue(number_prompt(float(i)))["prompt_id"])
         assert ray.get(other.describe.remote(), timeout=60)["runs"] == 0
+
+        # Another nodegraph version (the server pretends to be newer): refused, both versions named.
+        monkeypatch.setattr(ray_backend, "__version__", "9.9.9")
+        older = runtime.make_worker("worker-older-0", _joined_config(server, REGISTRY), options, gpus=0)
+        _wait(lambda: any(w["name"] == "worker-older-0" and w["state"] == "refused"
+                          for w in server.state.backend.workers()), what="the older worker to be refused")
+        reason = _worker(server, "worker-older-0")["refused"]
+        assert "worker-older-0 runs nodegraph 0.1.0" in reason and "this server runs nodegraph 9.9.9" in reason
+        ray.kill(older, no_restart=True)
 
         ray.kill(extra, no_restart=True)  # it leaves: the server stops counting on it
         _wait(lambda: all(w["name"] != "worker-elsewhere-0" for w in server.state.backend.workers()),
