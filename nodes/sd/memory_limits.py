@@ -112,9 +112,15 @@ def require(input_name: str, what: str, estimate: int, device=None, hint: str = 
         raise RequestTooLargeError(input_name, what, estimate, limit, hint)
 
 
-def require_for_sampling(model, samples, input_name: str = "latent_image") -> None:
-    """Refuse a sampling run whose UNet calls (cond and uncond of each latent: 2 rows each) cannot fit."""
+def sampling_bytes(model, samples) -> int:
+    """Working memory of one UNet call of a sampler on `samples` (cond and uncond: 2 rows per latent)."""
     b, _, h, w = samples.shape
     channels = getattr(getattr(model.model, "config", None), "model_channels", 320)
+    return unet_call_bytes(2 * b, h, w, channels)
+
+
+def require_for_sampling(model, samples, input_name: str = "latent_image") -> None:
+    """Refuse a sampling run whose UNet calls cannot fit."""
+    b, _, h, w = samples.shape
     require(input_name, f"sampling {b} latent(s) of {w * 8}x{h * 8} (one UNet call on {2 * b} rows)",
-            unet_call_bytes(2 * b, h, w, channels), model.load_device)
+            sampling_bytes(model, samples), model.load_device)

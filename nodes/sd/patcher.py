@@ -1,4 +1,5 @@
-"""ModelPatcher: the MODEL socket type — a torch module plus the weight patches (LoRA …) and sampler options on it.
+"""ModelPatcher: the MODEL socket type — a torch module plus the weight patches (LoRA …) and the sampling
+options (nodes/sd/model_options.py) on it.
 
 Clones share the module and its backups; only one clone's patches are written into the module at a time.
 """
@@ -16,6 +17,8 @@ from torch import nn
 
 from nodes.sd import device_memory
 from nodes.sd.lora import Adapter
+from nodes.sd.model_options import NO_OPTIONS, ModelOptions
+from nodes.sd.sampling.model_sampling import ModelSampling, ModelSamplingEPS
 from nodes.sd.weight_casting import compute_dtype, weight_bytes
 
 log = logging.getLogger(__name__)
@@ -42,8 +45,8 @@ class _SharedState:
 
 class _Residency:
     """What the device memory manager moves for one module (shared by all its patchers): loading puts the
-    module on the device (patches are written by patch_model after), offloading restores the originals and
-    moves the module back to the offload device."""
+    module on the device (patches are written by patch_model after), offloading moves it back to the
+    offload device and restores the originals there."""
 
     def __init__(self, module: nn.Module, state: _SharedState, offload_device: torch.device):
         self._module = weakref.ref(module)  # the state lives as long as the module: no strong cycle
@@ -77,6 +80,17 @@ class _Residency:
         return f"<{type(module).__name__ if module is not None else 'dead'} weights>"
 
 
+def _restore_originals(module: nn.Module, state: _SharedState) -> None:
+    """Put every backed-up original weight back (same storage, same bits when on the same device)."""
+    if state.backup:
+        weights = dict(module.state_dict(keep_vars=True))
+        for key, original in state.backup.items():
+            param = weights[key]
+            param.data = original if original.device == param.device else original.to(param.device)
+        state.backup.clear()
+    state.applied = None
+
+
 # Keyed by the module itself, so even independently created patchers of one module coordinate.
 _STATES: "weakref.WeakKeyDictionary[nn.Module, _SharedState]" = weakref.WeakKeyDictionary()
 _STATES_LOCK = threading.Lock()
@@ -90,24 +104,8 @@ def _state_for(module: nn.Module) -> _SharedState:
         return state
 
 
-def _restore_originals(module: nn.Module, state: _SharedState) -> None:
-    """Put every backed-up original weight back (same storage, same bits when on the same device)."""
-    if state.backup:
-        weights = dict(module.state_dict(keep_vars=True))
-        for key, original in state.backup.items():
-            param = weights[key]
-            param.data = original if original.device == param.device else original.to(param.device)
-        state.backup.clear()
-    state.applied = None
-
-
-def _copy_options(value: Any) -> Any:
-    """Copy the dict/list structure of model_options; leave the hooks and tensors in it shared."""
-    if isinstance(value, dict):
-        return {k: _copy_options(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy_options(v) for v in value]
-    return value
+# What an SD1.x checkpoint samples as unless a ModelSampling* node says otherwise; stateless, shared.
+SD1_MODEL_SAMPLING = ModelSamplingEPS()
 
 
 class ModelPatcher:
@@ -117,6 +115,9 @@ class ModelPatcher:
     and cast back to the weight's dtype. Patching is lazy and idempotent: the patch set written into the module
     is remembered (on state shared by all clones), so patching the same clone again costs nothing, and patching
     another clone first restores the originals.
+
+    `options` (ModelOptions, immutable) holds what changes sampling without touching weights; patch nodes
+    return `model.with_options(model.options.with_...(...))`.
     """
 
     def __init__(self, model: nn.Module, load_device: Device = "cpu", offload_device: Device = "cpu"):
@@ -125,7 +126,7 @@ class ModelPatcher:
         self.offload_device = torch.device(offload_device)
         self.patches: dict[str, list[tuple[float, Adapter]]] = {}
         self.patches_uuid = uuid.uuid4().hex
-        self.model_options: dict[str, Any] = {"transformer_options": {}}
+        self.options: ModelOptions = NO_OPTIONS
         self._state = _state_for(model)
 
     # -- cloning and patch bookkeeping --------------------------------------------------------------
@@ -136,8 +137,19 @@ class ModelPatcher:
         n.model, n.load_device, n.offload_device, n._state = self.model, self.load_device, self.offload_device, self._state
         n.patches = {k: list(v) for k, v in self.patches.items()}
         n.patches_uuid = self.patches_uuid  # same patches ⇒ same merged weights: no re-merge when switching
-        n.model_options = _copy_options(self.model_options)
+        n.options = self.options  # immutable: sharing it is copying it
         return n
+
+    def with_options(self, options: ModelOptions) -> ModelPatcher:
+        """A clone that samples with `options` (same weights and weight patches)."""
+        n = self.clone()
+        n.options = options
+        return n
+
+    @property
+    def model_sampling(self) -> ModelSampling:
+        """The schedule and parameterisation to sample with: a ModelSampling* node's choice, else SD1's."""
+        return self.options.model_sampling or SD1_MODEL_SAMPLING
 
     def is_clone(self, other: Any) -> bool:
         return isinstance(other, ModelPatcher) and other.model is self.model
@@ -148,6 +160,13 @@ class ModelPatcher:
 
     def _weights(self) -> dict[str, torch.Tensor]:
         return dict(self.model.state_dict(keep_vars=True))
+
+    def _tensor(self, key: str) -> torch.Tensor:
+        """One parameter or buffer by name, without listing them all."""
+        try:
+            return self.model.get_parameter(key)
+        except AttributeError:
+            return self.model.get_buffer(key)
 
     def fitting_keys(self, patches: Mapping[str, Adapter]) -> set[str]:
         """The keys of `patches` that name a weight of this module whose size matches the adapter's ΔW."""
@@ -178,13 +197,27 @@ class ModelPatcher:
         return used
 
     def patched_keys(self) -> set[str]:
-        """Keys with at least one patch of non-zero strength — the weights `patch_model` will change."""
-        return {k for k, plist in self.patches.items() if any(s != 0 for s, _ in plist)}
+        """Keys with at least one patch that changes the weight (non-zero strength, or a merge that scales
+        the weight itself) — the weights `patch_model` will change."""
+        return {k for k, plist in self.patches.items() if any(a.changes_weight(s) for s, a in plist)}
+
+    def weight(self, key: str, device: Device | None = None) -> torch.Tensor:
+        """This clone's weight `key` (the original with this clone's patches) in fp32, computed aside:
+        the module is not touched, whichever clone's patches it holds. For merges and for saving."""
+        state = self._state
+        with state.lock, torch.inference_mode(False), torch.no_grad():
+            original = state.backup.get(key)
+            if original is None:
+                original = self._tensor(key).data
+            device = torch.device(device) if device is not None else original.device
+            if not any(a.changes_weight(s) for s, a in self.patches.get(key, ())):
+                return original.to(device=device, dtype=torch.float32, copy=True)
+            return self.patched_weight(key, original.to(torch.float32), device)
 
     # -- writing weights -----------------------------------------------------------------------------
 
     def patched_weight(self, key: str, original: torch.Tensor, device: Device | None = None) -> torch.Tensor:
-        """original + Σ strength·ΔW in fp32 on `device`. Zero strengths are skipped.
+        """original + Σ strength·ΔW in fp32 on `device`. Patches that change nothing (zero strength) are skipped.
 
         The result is cast back to the original dtype, except where the original is kept narrower than
         the module computes (lean weights: fp16 kept, fp32 computed): then it stays in the compute dtype,
@@ -193,14 +226,18 @@ class ModelPatcher:
         device = torch.device(device) if device is not None else original.device
         w = original.to(device=device, dtype=torch.float32, copy=True)
         for strength, adapter in self.patches.get(key, ()):
-            if strength != 0:
+            if adapter.changes_weight(strength):
                 try:
                     adapter.add_to(w, strength)
                 except (ValueError, RuntimeError) as e:
                     raise ValueError(f"cannot patch {key}: {e}") from e
+        return w.to(self.patched_dtype(original.dtype))
+
+    def patched_dtype(self, original: torch.dtype) -> torch.dtype:
+        """The dtype a patched weight is kept (and saved) in: the original's, or the compute dtype when the
+        original is kept narrower (lean fp16 weights computing in fp32)."""
         compute = compute_dtype(self.model)
-        keep = compute if original.dtype.itemsize < compute.itemsize else original.dtype
-        return w.to(keep)
+        return compute if original.itemsize < compute.itemsize else original
 
     def patch_model(self, device: Device | None = None) -> nn.Module:
         """Write this clone's patched weights into the module on `device` (default: load_device); return the module.
@@ -296,6 +333,9 @@ class ModelPatcher:
         yield from module_parts(self.model)
         adapters = {id(a): a for plist in self.patches.values() for _, a in plist}
         yield from tensor_parts(t for a in adapters.values() for t in vars(a).values() if isinstance(t, torch.Tensor))
+        for adapter in adapters.values():  # a merge holds another model's weights, not tensors of its own
+            if hasattr(adapter, "memory_parts"):
+                yield from adapter.memory_parts()
 
     def patches_size(self) -> int:
         """Bytes held by this clone's adapters (the extra memory a LoRA clone costs)."""
