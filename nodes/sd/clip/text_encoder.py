@@ -1,5 +1,6 @@
-"""The CLIP text encoder: transformers' CLIPTextModel built from a config read off the checkpoint's
-tensor shapes, and ComfyUI's encoding of weighted 77-token chunks (CLIP skip, embeddings, emphasis).
+"""The CLIP text encoder: a CLIPTextModel (text_model.py, in transformers' layout) built from a config read
+off the checkpoint's tensor shapes, and ComfyUI's encoding of weighted 77-token chunks (CLIP skip,
+embeddings, emphasis).
 """
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel
 
+from .text_model import CLIPTextConfig, CLIPTextModel
 from .tokenizer import CHUNK_LENGTH, END_TOKEN, PAD_TOKEN, START_TOKEN, Chunk, Token
 
 logger = logging.getLogger(__name__)
