@@ -92,9 +92,16 @@ class CLIPEncoder(nn.Module):
 class CLIPTextEmbeddings(nn.Module):
     def __init__(self, config: CLIPTextConfig):
         super().__init__()
-        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.register_buffer("position_ids", torch.arange(config.max_position_embeddings)[None], persistent=False)
+        # Given uninitialised weights: the checkpoint's replace them, and a random init on the meta
+        # device (how models are built here) would import torch._dynamo, seconds of a cold start.
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size,
+                                            _weight=torch.empty(config.vocab_size, config.hidden_size))
+        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size,
+                                               _weight=torch.empty(config.max_position_embeddings, config.hidden_size))
+        # On the CPU even when built on meta: arange on meta goes through torch's reference kernels, which
+        # import sympy (seconds of a cold start); 77 ids cost nothing.
+        self.register_buffer("position_ids", torch.arange(config.max_position_embeddings, device="cpu")[None],
+                             persistent=False)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         positions = self.position_ids[:, :input_ids.shape[1]]
