@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Union
 
-import ftfy
 import torch
 
 from .bpe import CLIPBPE
@@ -35,6 +34,11 @@ Chunk = list[tuple[Token, float]]  # CHUNK_LENGTH (token, weight) pairs
 _UNSET = object()
 
 
+# Text ftfy.fix_text returns unchanged: printable ASCII, tabs and newlines, and no `&` (no HTML entity,
+# which ftfy unescapes once more than html.unescape twice would). tests/sd/clip/test_bpe.py checks it.
+_PLAIN_TEXT = re.compile(r"[\t\n\x20-\x25\x27-\x7e]*")
+
+
 def clip_clean(text: str) -> str:
     """OpenAI CLIP's `basic_clean`: fix mojibake, quotes and widths with ftfy, unescape HTML twice, strip.
 
@@ -42,7 +46,10 @@ def clip_clean(text: str) -> str:
     whitespace and lower-cases, which together is CLIP's own clean-up: bare `fix_text` leaves
     `&amp;amp;` alone when the text also holds a `<`, CLIP does not.
     """
-    text = ftfy.fix_text(text)
+    if not _PLAIN_TEXT.fullmatch(text):  # plain ASCII without entities or controls: ftfy changes nothing
+        import ftfy  # imported on first need: with its tables it is a tenth of a cold start
+
+        text = ftfy.fix_text(text)
     return html.unescape(html.unescape(text)).strip()
 
 

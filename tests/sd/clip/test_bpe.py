@@ -2,15 +2,19 @@
 classes they replace to keep transformers out of a cold run): same ids, same hidden states."""
 from __future__ import annotations
 
+import html
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import CLIPTextConfig as HFConfig
 from transformers import CLIPTextModel as HFModel
 from transformers import CLIPTokenizer
 
 from nodes.sd.clip.bpe import CLIPBPE
 from nodes.sd.clip.text_model import CLIPTextConfig, CLIPTextModel
-from nodes.sd.clip.tokenizer import DATA_DIR, clip_clean
+from nodes.sd.clip.tokenizer import _PLAIN_TEXT, DATA_DIR, clip_clean
 
 PROMPTS = [
     "", " ", "a photograph of an astronaut riding a horse",
@@ -59,3 +63,22 @@ def test_text_model_equals_transformers_with_every_hidden_state():
     for a, b in zip(got.hidden_states, expected.hidden_states):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got.last_hidden_state, expected.last_hidden_state, rtol=1e-5, atol=1e-5)
+
+
+PLAIN = "\t\n" + "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "&")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=PLAIN, max_size=80))
+def test_the_plain_text_shortcut_is_what_ftfy_returns(text):
+    """clip_clean skips ftfy (and its import) for plain ASCII without entities: ftfy returns that unchanged."""
+    import ftfy
+    assert _PLAIN_TEXT.fullmatch(text)
+    assert ftfy.fix_text(text) == text
+
+
+@pytest.mark.parametrize("text", ["&amp;amp;amp;", "caf\u00e9", "a\r\nb", "x\x1b[31my", "\u201ccurly\u201d"])
+def test_anything_else_goes_through_ftfy(text):
+    import ftfy
+    assert not _PLAIN_TEXT.fullmatch(text)
+    assert clip_clean(text) == html.unescape(html.unescape(ftfy.fix_text(text))).strip()
