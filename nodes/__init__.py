@@ -17,6 +17,8 @@ NODE_MODULES = [
     "nodes.conditioning",
     "nodes.conditioning_image",
     "nodes.clip_vision",
+    "nodes.gligen",
+    "nodes.hypernetwork",
     "nodes.sampling",
     "nodes.custom_sampling",
     "nodes.custom_sampling_sigmas",

@@ -18,7 +18,7 @@ from nodegraph.registry import NodeRegistry  # noqa: E402
 import nodes  # noqa: E402
 from nodes.default_model import (DEFAULT_CHECKPOINT, DEFAULT_CONTROLNET, DEFAULT_DEPTH_MODEL,  # noqa: E402
                                  DEMO_CANNY_THRESHOLDS, DEMO_CONTROLNET, DEMO_LORA, TINY_CHECKPOINT)
-from nodes.sd.tiny_adapters import TINY_T2I_ADAPTER  # noqa: E402
+from nodes.sd.tiny_adapters import TINY_GLIGEN, TINY_T2I_ADAPTER  # noqa: E402
 
 REGISTRY = NodeRegistry()
 nodes.register_nodes(REGISTRY)
@@ -227,11 +227,30 @@ def t2i_adapter() -> dict:
     return w.to_json()
 
 
+def gligen() -> dict:
+    """GLIGEN: two phrases, each placed in a box (GLIGENTextBoxApply), on top of the prompt. It runs on tiny
+    random stand-ins (no GLIGEN is trained for the demo model): it shows the wiring; its picture is noise.
+    Put gligen_sd14_textbox_pruned.safetensors in models/gligen and an SD1.x checkpoint to use it."""
+    w = Workflow()
+    ckpt, pos, neg = sd_base(w, "a cat and a ball on the grass", checkpoint=TINY_CHECKPOINT)
+    model = w.add("GLIGENLoader", (30, 600), [TINY_GLIGEN], size=[315, 58])
+    cat = w.add("GLIGENTextBoxApply", (400, 600), ["a cat", 32, 48, 0, 16], size=[315, 230], title="Box: a cat",
+                conditioning_to=(pos, 0), clip=(ckpt, 1), gligen_textbox_model=(model, 0))
+    ball = w.add("GLIGENTextBoxApply", (750, 600), ["a ball", 24, 24, 40, 24], size=[315, 230], title="Box: a ball",
+                 conditioning_to=(cat, 0), clip=(ckpt, 1), gligen_textbox_model=(model, 0))
+    latent = w.add("EmptyLatentImage", (750, 350), [64, 64, 1])
+    sampler = w.add("KSampler", (1100, 200), [42, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
+                    model=(ckpt, 0), positive=(ball, 0), negative=(neg, 0), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1450, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1800, 200), ["gligen"], images=(image, 0))
+    return w.to_json()
+
+
 WORKFLOWS = {"txt2img.json": txt2img, "img2img.json": img2img, "inpaint.json": inpaint, "hires_fix.json": hires_fix}
 WORKFLOWS.update({"lora.json": lora, "controlnet_canny.json": controlnet_canny,
                   "controlnet_depth.json": controlnet_depth})
 WORKFLOWS.update({"demo_lora.json": demo_lora, "demo_controlnet.json": demo_controlnet})
-WORKFLOWS.update({"area_composition.json": area_composition, "t2i_adapter.json": t2i_adapter})
+WORKFLOWS.update({"area_composition.json": area_composition, "t2i_adapter.json": t2i_adapter, "gligen.json": gligen})
 
 if __name__ == "__main__":
     out = ROOT / "workflows"
