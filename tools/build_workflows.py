@@ -128,6 +128,59 @@ def hires_fix() -> dict:
     return w.to_json()
 
 
+def latent_upscale() -> dict:
+    """Two-pass text-to-image: 64x64, then the latent upscaled to 128x128 (bislerp) and resampled at
+    denoise 0.5, which adds detail at the new size while keeping the first pass's layout."""
+    w = Workflow()
+    ckpt, pos, neg = sd_base(w, "a green triangle on a white background, center")
+    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
+    first = w.add("KSampler", (850, 100), [5, "fixed", 12, CFG, "euler", "karras", 1.0], title="First pass",
+                  model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
+    bigger = w.add("LatentUpscale", (850, 450), ["bislerp", 128, 128, "disabled"], samples=(first, 0))
+    second = w.add("KSampler", (1200, 100), [5, "fixed", 12, CFG, "dpmpp_2m", "karras", 0.5], title="Second pass",
+                   model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(bigger, 0))
+    image = w.add("VAEDecode", (1560, 100), vae=(ckpt, 2), samples=(second, 0))
+    w.add("SaveImage", (1900, 100), ["latent_upscale"], images=(image, 0))
+    return w.to_json()
+
+
+def noisy_latent_composition() -> dict:
+    """ComfyUI's noisy latent composition: each subject is sampled alone for the first steps of a shared
+    schedule (KSamplerAdvanced, leftover noise kept), the noisy latents are pasted side by side onto a
+    wide noisy background (LatentComposite, feathered seam), and one sampler finishes the remaining
+    steps of the whole picture. The demo model draws one shape per picture, so the finishing pass is
+    told what each half holds (ConditioningSetArea) rather than given one prompt for both."""
+    w = Workflow()
+    ckpt = w.add("CheckpointLoaderSimple", (30, 200), [DEFAULT_CHECKPOINT], size=[315, 98])
+    neg = w.add("CLIPTextEncode", (400, 1300), [""], title="Negative prompt", clip=(ckpt, 1))
+    steps, switch = 16, 8
+    subjects = [("a red circle on a white background, center", 0), ("a blue square on a white background, center", 64)]
+
+    def first_steps(prompt, y, width, seed, title):
+        pos = w.add("CLIPTextEncode", (400, y), [prompt], title=f"{title} prompt", clip=(ckpt, 1))
+        empty = w.add("EmptyLatentImage", (400, y + 200), [width, 64, 1])
+        sampler = w.add("KSamplerAdvanced", (850, y), ["enable", seed, "fixed", steps, CFG, "euler", "normal", 0,
+                                                        switch, "enable"], title=f"{title}: first {switch} steps",
+                        size=[315, 334], model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0),
+                        latent_image=(empty, 0))
+        return pos, sampler
+
+    _, canvas = first_steps("a white background", 0, 128, 1, "Background")
+    areas = []
+    for k, (prompt, x) in enumerate(subjects):
+        pos, noisy = first_steps(prompt, 400 * (k + 1), 64, 2 + k, "Left subject" if k == 0 else "Right subject")
+        canvas = w.add("LatentComposite", (1200, 300 + 200 * k), [x, 0, 16 if x else 0],
+                       samples_to=(canvas, 0), samples_from=(noisy, 0))
+        areas.append(w.add("ConditioningSetArea", (1200, 800 + 200 * k), [64, 64, x, 0, 1.0], conditioning=(pos, 0)))
+    both = w.add("ConditioningCombine", (1200, 1200), conditioning_1=(areas[0], 0), conditioning_2=(areas[1], 0))
+    finish = w.add("KSamplerAdvanced", (1550, 300), ["disable", 0, "fixed", steps, CFG, "euler", "normal", switch,
+                                                      10000, "disable"], title="Finish the remaining steps",
+                   size=[315, 334], model=(ckpt, 0), positive=(both, 0), negative=(neg, 0), latent_image=(canvas, 0))
+    image = w.add("VAEDecode", (1900, 300), vae=(ckpt, 2), samples=(finish, 0))
+    w.add("SaveImage", (2200, 300), ["noisy_latent_composition"], images=(image, 0))
+    return w.to_json()
+
+
 def _lora(prompt: str, strength: float, prefix: str) -> dict:
     """The demo LoRA (shapes drawn as outlines) on the demo model."""
     w = Workflow()
@@ -293,6 +346,7 @@ WORKFLOWS.update({"lora.json": lora, "controlnet_canny.json": controlnet_canny,
 WORKFLOWS.update({"demo_lora.json": demo_lora, "demo_controlnet.json": demo_controlnet})
 WORKFLOWS.update({"upscale_model.json": upscale_model, "model_merge.json": model_merge})
 WORKFLOWS.update({"area_composition.json": area_composition, "t2i_adapter.json": t2i_adapter, "gligen.json": gligen})
+WORKFLOWS.update({"latent_upscale.json": latent_upscale, "noisy_latent_composition.json": noisy_latent_composition})
 
 if __name__ == "__main__":
     out = ROOT / "workflows"

@@ -26,7 +26,9 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from ..model_options import NO_OPTIONS, CFGStep, ModelCall, ModelOptions, ModelPatchError, PatchContext, SamplingRun
+from ..model_options import (
+    NO_OPTIONS, CFGStep, ModelCall, ModelOptions, ModelPatchError, PatchContext, PostCFGHook, SamplingRun,
+)
 from .model_sampling import ModelSampling
 
 FEATHER = 8          # latent pixels of linear fade at the inner edges of an area cond
@@ -74,10 +76,10 @@ class CFGDenoiser:
     """denoiser(x, sigma_batch) -> x0 = uncond + (cond - uncond) * cfg, both from one batched UNet pass
     (the uncond pass is skipped entirely when cfg == 1, unless an option or the sampler disables that).
 
-    post_cfg_functions: hooks of the running sampler itself (not of the MODEL), in ComfyUI's
-    sampler_post_cfg_function shape: fn(args) -> new x0 with args {"denoised", "cond_denoised",
-    "uncond_denoised", "cond_scale", "sigma", "input"}, run after the MODEL's post-CFG hooks; the
-    CFG++ samplers use one (with disable_cfg1_optimization) to read the unconditional prediction.
+    post_cfg_functions: post-CFG hooks of the running sampler itself (not of the MODEL), the same
+    PostCFGHook shape as the MODEL's (fn(step: CFGStep) -> x0), run after them, as ComfyUI appends a
+    sampler's sampler_post_cfg_function to the model's; the CFG++ samplers use one (with
+    disable_cfg1_optimization) to read the unconditional prediction.
 
     `options`: the MODEL's sampling options; `run`: state shared by their hooks for this sampling run.
     `model_fn` is given `patch_context=` only when the options patch the UNet."""
@@ -91,7 +93,7 @@ class CFGDenoiser:
         self.conds = [_convert(positive), _convert(negative)]
         self._resolved_for = None
         self.model_calls = 0
-        self.post_cfg_functions: list[Callable[[dict], torch.Tensor]] = []
+        self.post_cfg_functions: list[PostCFGHook] = []
         self.disable_cfg1_optimization = False
 
     # -- preparation (ComfyUI's process_conds) ------------------------------------------------
@@ -163,10 +165,8 @@ class CFGDenoiser:
         """The MODEL's post-CFG hooks, then the running sampler's post_cfg_functions, on step.denoised."""
         for hook in self.options.post_cfg:
             step.denoised = hook(step)
-        for fn in self.post_cfg_functions:
-            step.denoised = fn({"denoised": step.denoised, "cond_denoised": step.cond_denoised,
-                                "uncond_denoised": step.uncond_denoised, "cond_scale": step.cond_scale,
-                                "sigma": step.sigma, "input": step.x})
+        for hook in self.post_cfg_functions:
+            step.denoised = hook(step)
         return step.denoised
 
     def calc_cond_batch(self, cond_lists: list, x: torch.Tensor, sigma: torch.Tensor,

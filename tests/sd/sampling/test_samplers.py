@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from nodes.sd.model_options import NO_OPTIONS, CFGStep, SamplingRun
 from nodes.sd.sampling.model_sampling import ModelSamplingEPS
 from nodes.sd.sampling.noise import BrownianTreeNoiseSampler, default_noise_sampler
 from nodes.sd.sampling.samplers import SAMPLER_NAMES, SAMPLERS
@@ -293,8 +294,8 @@ class ToyCFG:
         uncond = cond + self.shift * sigma.to(cond.dtype).view(-1, 1, 1, 1)
         denoised = uncond + (cond - uncond) * self.cfg
         for fn in self.post_cfg_functions:
-            denoised = fn({"denoised": denoised, "cond_denoised": cond, "uncond_denoised": uncond,
-                           "cond_scale": self.cfg, "sigma": sigma, "input": x})
+            denoised = fn(CFGStep(x, sigma, self.cfg, (None, None), cond, uncond, NO_OPTIONS, SamplingRun(),
+                                  None, denoised))
         return denoised
 
 
