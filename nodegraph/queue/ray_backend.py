@@ -48,15 +48,14 @@ class Slot:
     owned: bool  # made by this server (killed when it stops, unless keep_workers)
     state: str = "starting"  # starting | draining | ready | busy | lost | refused
     info: dict[str, Any] = field(default_factory=dict)  # its describe()
-    view: WorkerView = field(default=None)  # type: ignore[assignment]
     probe: Any = None  # a pending describe() call
     item: QueueItem | None = None
     confirm: list[tuple[str, ...]] = field(default_factory=list)  # stored files to confirm with the next run
     lost_since: float = 0.0
+    view: WorkerView = field(init=False)  # what the dispatcher knows of it
 
     def __post_init__(self) -> None:
-        if self.view is None:
-            self.view = WorkerView(self.name)
+        self.view = WorkerView(self.name)
 
 
 class RayBackend:
@@ -105,13 +104,15 @@ class RayBackend:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Dispatch nothing more, interrupt what runs (recorded as interrupted, as locally), then kill
+        the workers this server made unless `keep_workers`."""
         self._stop.set()
-        self.interrupt()
         self.queue.wake()
         with self._lock:
             self._lock.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.interrupt()
         for thread in list(self._runs):
             thread.join(timeout)
         if not self.options.keep_workers:
