@@ -266,11 +266,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def output_files(result: RunResult, layout: folder_paths.Folders) -> list[Path]:
-    """Files that output nodes reported (ComfyUI's `{images: [{filename, subfolder, type}]}`)."""
+    """Files that output nodes reported (ComfyUI's `{images: [{filename, subfolder, type}]}`, and the
+    same shape under other keys: `latents`, `models`)."""
     roots = {"output": layout.output, "temp": layout.temp, "input": layout.input}
     files = []
     for ui in result.outputs.values():
-        for item in ui.get("images", []) if isinstance(ui, dict) else []:
+        entries = [item for value in ui.values() if isinstance(value, list) for item in value] if isinstance(ui, dict) else []
+        for item in entries:
             if isinstance(item, dict) and "filename" in item:
                 files.append(roots.get(item.get("type", "output"), layout.output) / item.get("subfolder", "") / item["filename"])
     return files

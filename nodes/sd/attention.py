@@ -52,6 +52,11 @@ class CrossAttention(nn.Module):
             value = context
             for patch in patches.input:
                 x, context, value = patch(x, context, value, pc)
+            if context.shape[0] != x.shape[0]:
+                # A patch batched the queries differently (HyperTile tiles only them): ComfyUI's attention
+                # kernels then view keys and values with the queries' batch size; do the same.
+                context = context.reshape(x.shape[0], -1, context.shape[-1])
+                value = value.reshape(x.shape[0], -1, value.shape[-1])
         replacement = patches.replacement_at(pc.block, pc.block_index)
         if replacement is None:
             out = self(x, context, value)

@@ -195,3 +195,15 @@ def test_attention_site_keys_are_checked():
     with pytest.raises(ValueError, match="'self' or 'cross'"):
         NO_OPTIONS.with_attention_patch("attn3", input=lambda *a: a[:3], source="X")
     assert isinstance(NO_OPTIONS, ModelOptions) and NO_OPTIONS.empty
+
+
+def test_the_samplers_own_post_cfg_hooks_run_after_the_models(x):
+    """CFG++ reads the unconditional prediction through a run-scoped hook of the same shape, after the
+    MODEL's post-CFG hooks (as ComfyUI appends the sampler's function to the model's list)."""
+    order = []
+    d, _ = denoiser(NO_OPTIONS.with_post_cfg(lambda s: order.append("model") or s.denoised + 1, source="M"))
+    d.post_cfg_functions.append(lambda s: order.append(("sampler", s.uncond_denoised.shape)) or s.denoised * 2)
+    out = d(x, SIGMA)
+    cond, uncond = expected_x0(x, SIGMA, 1.0), expected_x0(x, SIGMA, -1.0)
+    assert order == ["model", ("sampler", x.shape)]
+    torch.testing.assert_close(out, (uncond + (cond - uncond) * 3.0 + 1) * 2)
