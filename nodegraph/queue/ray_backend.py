@@ -38,6 +38,7 @@ MAINTAIN_EVERY = 1.0  # seconds between looks for joined, lost and restarted wor
 DEFER_RECHECK = 0.05  # seconds before reconsidering prompts that wait for a busy, warm worker
 PROBE_POLL = 0.05  # seconds between looks at outstanding describe() calls
 CALL_TIMEOUT = 10.0  # seconds for a worker to answer free / cache_stats
+PULL_TIMEOUT = 300.0  # seconds for one chunk of a large output file
 
 
 @dataclass(eq=False)
@@ -405,9 +406,13 @@ class RayBackend:
         if not files:
             return data
         node = data["node"]
+
+        def fetch(ref: tuple[str, str, str], offset: int, length: int) -> bytes:
+            return ray.get(slot.handle.read_chunk.remote(ref, offset, length), timeout=PULL_TIMEOUT)
+
         try:
-            stored = self.placer.place(files)
-        except (OSError, UnsafePathError) as exc:  # a disk full here, or a worker naming a path outside
+            stored = self.placer.place(files, fetch)
+        except (OSError, UnsafePathError, *self._lost) as exc:  # a full disk, a path outside, a lost worker
             log.error("prompt %s: files of node %s from worker %s not stored: %s", item.prompt_id, node, slot.name, exc)
             return data
         placed.setdefault(node, {}).update(stored)
