@@ -39,6 +39,8 @@ class RunResult:
     error: NodeExecutionError | None = None
     messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     seconds: float = 0.0
+    cache_keys: dict[str, str] = field(default_factory=dict)  # node id -> its cache key
+    node_seconds: dict[str, float] = field(default_factory=dict)  # node id -> time it ran (executed nodes)
 
     @property
     def ok(self) -> bool:
@@ -93,7 +95,8 @@ class _Run:
         self.emit("execution_start", {"prompt_id": self.prompt_id, "timestamp": _now_ms()})
         current: str | None = None
         try:
-            keys = compute_cache_keys(self.prompt, self.validated.definitions, self.graph, outputs)
+            keys = self.result.cache_keys = compute_cache_keys(self.prompt, self.validated.definitions, self.graph,
+                                                               outputs)
             entries = {n: e for n in keys if cache.enabled and (e := cache.get(keys[n])) is not None}
             walk = self.graph.ancestors(outputs, stop=lambda n: n in entries)
             cached = [n for n in self.prompt if n in entries]
@@ -143,6 +146,7 @@ class _Run:
         specs = definition.specs()
         inputs = self._gather_inputs(node_id, node, definition, specs)
         instance_key = (node_id, definition.name)
+        started = time.perf_counter()
         try:
             instance = self.executor._instances.get(instance_key)
             if instance is None:
@@ -160,6 +164,7 @@ class _Run:
                 input_name=getattr(exc, "input_name", None)) from exc
         self.values[node_id] = values
         self.result.executed.append(node_id)
+        self.result.node_seconds[node_id] = time.perf_counter() - started
         self.executor.cache.put(key, values, ui)
         if ui is not None:
             self._show(node_id, ui)

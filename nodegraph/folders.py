@@ -14,20 +14,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
-# folder key -> sub-folder names searched (ComfyUI's aliases included)
+# folder key -> sub-folder names searched, in ComfyUI's order (its aliases included: a file in
+# models/unet is a diffusion model, one in models/clip a text encoder).
 MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
     "checkpoints": ("checkpoints",),
+    "configs": ("configs",),
     "loras": ("loras",),
     "vae": ("vae",),
-    "controlnet": ("controlnet", "t2i_adapter"),
-    "embeddings": ("embeddings",),
-    "depth": ("depth",),
-    "clip": ("clip", "text_encoders"),
     "text_encoders": ("text_encoders", "clip"),
-    "diffusion_models": ("diffusion_models", "unet"),
-    "upscale_models": ("upscale_models",),
+    "clip": ("clip", "text_encoders"),
+    "diffusion_models": ("unet", "diffusion_models"),
+    "unet": ("unet", "diffusion_models"),
+    "clip_vision": ("clip_vision",),
+    "style_models": ("style_models",),
+    "embeddings": ("embeddings",),
+    "diffusers": ("diffusers",),
     "vae_approx": ("vae_approx",),
+    "controlnet": ("controlnet", "t2i_adapter"),
+    "gligen": ("gligen",),
+    "upscale_models": ("upscale_models",),
+    "hypernetworks": ("hypernetworks",),
+    "photomaker": ("photomaker",),
+    "model_patches": ("model_patches",),
+    "depth": ("depth",),
 }
+# Kinds whose files are not weights (ComfyUI lists only `.yaml` model configs).
+FOLDER_EXTENSIONS: dict[str, frozenset[str]] = {"configs": frozenset({".yaml"})}
+# A folder that holds any of these is a models folder; a folder holding `models/` with them is a
+# ComfyUI installation, and `--models-dir ~/ComfyUI` means its `models/`.
+_MODEL_SUBFOLDERS = frozenset(sub for subs in MODEL_FOLDERS.values() for sub in subs)
+
+
+def models_root(path: Path) -> Path:
+    """The models folder meant by `path`: `path` itself, or `path/models` when `path` is a ComfyUI
+    tree (it has `models/` with model sub-folders and none of its own)."""
+    path = Path(path)
+    inner = path / "models"
+
+    def has_model_folders(folder: Path) -> bool:
+        return any((folder / sub).is_dir() for sub in _MODEL_SUBFOLDERS)
+
+    if inner.is_dir() and has_model_folders(inner) and not has_model_folders(path):
+        return inner
+    return path
 
 
 class UnsafePathError(ValueError):
@@ -52,7 +81,7 @@ class Folders:
     def __post_init__(self) -> None:
         self.base = Path(self.base).resolve()
         self.user_models = bool(self.models)  # folders the user named: never created or written to
-        self.models = [Path(m).resolve() for m in self.models] or [self.base / "models"]
+        self.models = [models_root(Path(m)).resolve() for m in self.models] or [self.base / "models"]
         self.extra = {kind: [Path(p).resolve() for p in paths] for kind, paths in self.extra.items()}
         self.extra_first = {kind: [Path(p).resolve() for p in paths] for kind, paths in self.extra_first.items()}
         self.input = Path(self.input or self.base / "input").resolve()
@@ -82,8 +111,9 @@ class Folders:
         path = self.embedded.get(kind, {}).get(name)
         return path if path is not None and path.exists() else None
 
-    def list_models(self, kind: str, extensions: frozenset[str] = MODEL_EXTENSIONS) -> list[str]:
+    def list_models(self, kind: str, extensions: frozenset[str] | None = None) -> list[str]:
         """Model files of a folder, as '/'-separated names relative to it, sorted."""
+        extensions = extensions or FOLDER_EXTENSIONS.get(kind, MODEL_EXTENSIONS)
         names: set[str] = set()
         for folder in self.model_dirs(kind):
             if not folder.is_dir():

@@ -15,12 +15,16 @@ NODE_MODULES = [
     "nodes.primitives",
     "nodes.loaders",
     "nodes.conditioning",
+    "nodes.conditioning_image",
+    "nodes.clip_vision",
     "nodes.sampling",
     "nodes.latent",
     "nodes.image",
     "nodes.mask",
     "nodes.preprocessors",
     "nodes.controlnet",
+    "nodes.vae_tiled",
+    "nodes.upscale",
 ]
 
 

@@ -1,4 +1,5 @@
-"""ControlNet nodes: load a ControlNet, and apply it with a hint image to conditionings.
+"""ControlNet nodes: load a ControlNet (or a T2I-Adapter, or a diff ControlNet over a model), and apply it
+with a hint image to conditionings.
 
 The apply nodes store a copy of the net, with its hint, strength and window, in each conditioning's
 options under "control"; the sampler evaluates it (nodes.sd.controlnet.ControlNet). A net applied
@@ -14,7 +15,7 @@ from nodegraph import Combo, Float, Input, Node, Output, folders
 from nodegraph.progress import current_node
 
 from .loaders import file_fingerprint, loading, model_choices
-from .sd.controlnet import ControlNet, load_controlnet
+from .sd.controlnet import ControlNet, load_controlnet, load_diff_controlnet
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ def hint_from_image(image: torch.Tensor, control_net: ControlNet, node_class: st
 
 
 class ControlNetLoader(Node):
-    """Loads an SD1.x ControlNet (original or diffusers layout) from models/controlnet."""
+    """Loads an SD1.x ControlNet (original or diffusers layout) or T2I-Adapter (full or light) from
+    models/controlnet or models/t2i_adapter."""
     display_name = "Load ControlNet Model"
     category = "loaders"
     inputs = (Combo("control_net_name", model_choices("controlnet")),)
@@ -59,6 +61,23 @@ class ControlNetLoader(Node):
     def run(self, control_net_name):
         with loading("control_net_name"):
             return (load_controlnet(folders.current().model_path("controlnet", control_net_name)),)
+
+
+class DiffControlNetLoader(Node):
+    """Loads a 'diff' ControlNet, whose weights are differences to a base model, by adding them to this
+    model's weights (LoRAs on the model included). A full ControlNet file loads as with ControlNetLoader."""
+    display_name = "Load ControlNet Model (diff)"
+    category = "loaders"
+    inputs = (Input("model", "MODEL"), Combo("control_net_name", model_choices("controlnet")))
+    outputs = (Output("CONTROL_NET"),)
+
+    @classmethod
+    def fingerprint(cls, control_net_name, **_):
+        return file_fingerprint("controlnet", control_net_name)
+
+    def run(self, model, control_net_name):
+        with loading("control_net_name"):
+            return (load_diff_controlnet(folders.current().model_path("controlnet", control_net_name), model),)
 
 
 class ControlNetApply(Node):
@@ -122,5 +141,6 @@ class ControlNetApplyAdvanced(Node):
         return (out[0], out[1])
 
 
-NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced)}
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (ControlNetLoader, DiffControlNetLoader, ControlNetApply,
+                                                      ControlNetApplyAdvanced)}
 NODE_DISPLAY_NAME_MAPPINGS = {name: cls.display_name for name, cls in NODE_CLASS_MAPPINGS.items()}

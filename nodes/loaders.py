@@ -1,4 +1,5 @@
-"""Loader nodes: checkpoints, standalone VAEs and LoRAs from the models folders.
+"""Loader nodes: checkpoints (with or without an LDM config), diffusion models, text encoders,
+standalone VAEs and LoRAs from the models folders.
 
 Each model file is loaded once per process and shared (nodes.sd.model_cache); a file's size and
 modification time are the nodes' fingerprint, so replacing a file re-runs its loader."""
@@ -9,16 +10,20 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
+import torch
+
 from nodegraph import Combo, Float, Input, Node, NodeInputError, Output, folders
 from nodegraph.folders import UnsafePathError
 
 from .sd import device as device_policy
 from .sd.checkpoint import load_checkpoint, load_vae_file
 from .sd.clip.clip import load_clip_from_state_dict
+from .sd.components import FP8_FORMATS, load_clip, load_unet
 from .sd.errors import ModelLoadError
 from .sd.lora import LoraMatchError
 from .sd.lora import apply_lora
 from .sd.model_cache import MODEL_CACHE, file_identity
+from .sd.model_configs import ModelConfigError, config_names, config_path, read_config
 from .sd.patcher import ModelPatcher
 from .sd.state_dict import load_state_dict
 from .sd.vae_runtime import VAE
@@ -90,6 +95,101 @@ class CheckpointLoaderSimple(Node):
     def run(self, ckpt_name):
         with loading("ckpt_name"):
             return load_checkpoint_models(folders.current().model_path("checkpoints", ckpt_name))
+
+
+class CheckpointLoader(Node):
+    """Loads an SD1.x checkpoint with an LDM config (.yaml). As in ComfyUI 0.3.64 the architecture is
+    read from the weights; the config sets the text encoder's layer (CLIP skip) and the prediction type."""
+    display_name = "Load Checkpoint With Config (DEPRECATED)"
+    category = "advanced/loaders"
+    deprecated = True
+    inputs = (Combo("config_name", config_names), Combo("ckpt_name", model_choices("checkpoints")))
+    outputs = (Output("MODEL"), Output("CLIP"), Output("VAE"))
+
+    @classmethod
+    def fingerprint(cls, config_name, ckpt_name):
+        try:
+            config = file_identity(config_path(config_name))[1:]
+        except (OSError, ValueError):
+            config = float("nan")
+        return (config, file_fingerprint("checkpoints", ckpt_name))
+
+    def run(self, config_name, ckpt_name):
+        try:
+            config = read_config(config_path(config_name))
+        except (ModelConfigError, FileNotFoundError, UnsafePathError) as exc:
+            raise NodeInputError("config_name", str(exc)) from exc
+        with loading("ckpt_name"):
+            model, clip, vae = load_checkpoint_models(folders.current().model_path("checkpoints", ckpt_name))
+        unet = model.model.config if hasattr(model.model, "config") else None
+        for field, value in (("in_channels", config.in_channels), ("context_dim", config.context_dim)):
+            if unet is not None and value is not None and getattr(unet, field) != value:
+                log.warning("%s: the config says %s=%s but the checkpoint has %s; the checkpoint's is used",
+                            config_name, field, value, getattr(unet, field))
+        if config.clip_layer is not None:
+            clip.set_layer(max(config.clip_layer, -clip.encoder.num_layers))
+        return (model, clip, vae)
+
+
+class UNETLoader(Node):
+    """Loads an SD1.x diffusion model (UNet) on its own: original or diffusers layout, or the UNet of a
+    checkpoint. The fp8 choices round the weights through that format (held in the compute dtype)."""
+    display_name = "Load Diffusion Model"
+    category = "advanced/loaders"
+    inputs = (Combo("unet_name", model_choices("diffusion_models")),
+              Combo("weight_dtype", ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]))
+    outputs = (Output("MODEL"),)
+
+    @classmethod
+    def fingerprint(cls, unet_name, **_):
+        return file_fingerprint("diffusion_models", unet_name)
+
+    def run(self, unet_name, weight_dtype):
+        with loading("unet_name"):
+            path = folders.current().model_path("diffusion_models", unet_name)
+            device = device_policy.compute_device()
+
+            def build():
+                unet, _ = load_unet(load_state_dict(path), path=path, device=device,
+                                    dtype=device_policy.unet_dtype(device), weight_format=FP8_FORMATS.get(weight_dtype))
+                return ModelPatcher(unet, device, "cpu")
+
+            model = MODEL_CACHE.get_or_load(("unet-file", *file_identity(path), str(device), weight_dtype), build)
+        return (model.clone(),)
+
+
+CLIP_TYPES = ["stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
+              "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image"]
+
+
+class CLIPLoader(Node):
+    """Loads a text encoder on its own. SD1.x models use CLIP-L (`stable_diffusion`); the other types
+    are ComfyUI's recipes for other model families and are refused with a clear message."""
+    display_name = "Load CLIP"
+    category = "advanced/loaders"
+    inputs = (Combo("clip_name", model_choices("text_encoders")), Combo("type", CLIP_TYPES),
+              Combo("device", ["default", "cpu"], optional=True, advanced=True))
+    outputs = (Output("CLIP"),)
+
+    @classmethod
+    def fingerprint(cls, clip_name, **_):
+        return file_fingerprint("text_encoders", clip_name)
+
+    def run(self, clip_name, type="stable_diffusion", device="default"):
+        if type != "stable_diffusion":
+            raise NodeInputError("type", f"'{type}' text encoders are for other model families; nodegraph runs "
+                                         "SD1.x, whose text encoder is CLIP-L: use stable_diffusion")
+        with loading("clip_name"):
+            path = folders.current().model_path("text_encoders", clip_name)
+            where = device_policy.compute_device() if device == "default" else torch.device("cpu")
+
+            def build():
+                return load_clip(load_state_dict(path), path=path, device=where,
+                                 dtype=device_policy.text_encoder_dtype(where), embeddings_dir=embeddings_dir())
+
+            clip = MODEL_CACHE.get_or_load(("clip-file", *file_identity(path), str(where), str(embeddings_dir())),
+                                           build)
+        return (clip.clone(),)
 
 
 class VAELoader(Node):
@@ -167,5 +267,5 @@ class LoraLoaderModelOnly(Node):
         return (new_model,)
 
 
-NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (CheckpointLoaderSimple, VAELoader, LoraLoader,
-                                                      LoraLoaderModelOnly)}
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (CheckpointLoaderSimple, CheckpointLoader, UNETLoader,
+                                                      CLIPLoader, VAELoader, LoraLoader, LoraLoaderModelOnly)}

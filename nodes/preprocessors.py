@@ -32,10 +32,10 @@ def _images(indices: list[int], total: int) -> str:
 
 
 class Canny(Node):
-    """Canny edge detection (opencv), for ControlNet canny hints. Thresholds are on kornia's
-    0..1 gradient scale as in ComfyUI (opencv's 0..255 scale = 255 x threshold): gradients above
-    high_threshold start an edge, gradients above low_threshold extend it. Returns the edge map
-    (0 or 1) on three channels, same size and batch as the input."""
+    """Canny edge detection for ControlNet canny hints: kornia's Canny, as ComfyUI's node runs it.
+    Thresholds are on kornia's 0..1 gradient scale: gradients above high_threshold start an edge,
+    gradients above low_threshold extend it. Returns the edge map (0 or 1) on three channels, same
+    size and batch as the input."""
 
     category = "image/preprocessors"
     inputs = (

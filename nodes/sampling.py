@@ -8,9 +8,10 @@ import torch
 
 from nodegraph import Combo, Float, Input, Int, Node, NodeInputError, Output, ProgressBar, check_cancelled
 
+from .sd.concat_inputs import concat_inputs
 from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
 from .sd.sampling.ksampler import sample
-from .sd.sampling.model_sampling import ModelSamplingEPS, process_latent_in
+from .sd.sampling.model_sampling import ModelSamplingEPS
 from .sd.device import cpu_threads
 from .sd.previews import latent_to_preview
 
@@ -34,7 +35,7 @@ def run_sampler(model, latent: dict, *, seed: int, steps: int, cfg: float, sampl
     with torch.inference_mode(), model.applied() as unet, cpu_threads(unet):
         dtype = model.model_dtype()
         device = model.load_device
-        concat = inpaint_concat(unet.config.in_channels, samples, latent.get("noise_mask"))
+        concat = inpaint_concat(unet.config.in_channels, samples, latent.get("noise_mask"), positive)
 
         def model_fn(x, timesteps, context, control=None):
             if concat is not None:  # an inpainting UNet also sees the mask and the masked image
@@ -50,21 +51,11 @@ def run_sampler(model, latent: dict, *, seed: int, steps: int, cfg: float, sampl
     return {**latent, "samples": out.cpu()}
 
 
-def inpaint_concat(in_channels: int, samples: torch.Tensor, noise_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """For a 9-channel inpainting UNet: [mask (1 = repaint), masked-image latent (scaled)] per item,
-    as ComfyUI builds it; without a noise mask the whole image is repainted. None for 4-channel UNets."""
-    extra = in_channels - samples.shape[1]
-    if extra == 0:
-        return None
-    if extra != 5:
-        raise ValueError(f"this UNet takes {in_channels} input channels; only 4 (normal) or 9 (inpainting) are supported")
-    if noise_mask is None:
-        mask = torch.ones_like(samples[:, :1])
-    else:
-        mask = torch.nn.functional.interpolate(noise_mask.reshape(-1, 1, *noise_mask.shape[-2:]).float(),
-                                               size=samples.shape[-2:], mode="bilinear").round()
-        mask = mask.repeat(samples.shape[0] // mask.shape[0] or 1, 1, 1, 1)[: samples.shape[0]]
-    return torch.cat([mask, process_latent_in(samples.float())], dim=1)
+def inpaint_concat(in_channels: int, samples: torch.Tensor, noise_mask: torch.Tensor | None,
+                   conditioning: list | None = None) -> torch.Tensor | None:
+    """The extra input channels of an inpainting (9) or InstructPix2Pix (8) UNet; None for 4-channel UNets
+    (nodes.sd.concat_inputs; `conditioning` is the positive, whose concat options win)."""
+    return concat_inputs(in_channels, samples, noise_mask, conditioning)
 
 
 class KSampler(Node):

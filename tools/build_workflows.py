@@ -18,6 +18,7 @@ from nodegraph.registry import NodeRegistry  # noqa: E402
 import nodes  # noqa: E402
 from nodes.default_model import (DEFAULT_CHECKPOINT, DEMO_CANNY_THRESHOLDS, DEMO_CONTROLNET,  # noqa: E402
                                  DEMO_DEPTH_CONTROLNET, DEMO_DEPTH_MODEL, DEMO_DIR, DEMO_LORA)
+from nodes.sd.tiny_adapters import TINY_T2I_ADAPTER  # noqa: E402
 
 REGISTRY = NodeRegistry()
 nodes.register_nodes(REGISTRY)
@@ -187,9 +188,51 @@ def controlnet_depth() -> dict:
                        "controlnet_depth", [0.0, 1.0], controlnet=DEMO_DEPTH_CONTROLNET)
 
 
+def area_composition() -> dict:
+    """A 128×64 picture composed of two 64×64 areas, each with its own prompt (ConditioningSetArea), over a
+    global prompt at a lower strength: the demo model draws one shape per area."""
+    w = Workflow()
+    ckpt, whole, neg = sd_base(w, "a white background")
+    left_text = w.add("CLIPTextEncode", (30, 450), ["a red circle on a white background, center"], title="Left",
+                      clip=(ckpt, 1))
+    right_text = w.add("CLIPTextEncode", (30, 700), ["a blue square on a white background, center"], title="Right",
+                       clip=(ckpt, 1))
+    left = w.add("ConditioningSetArea", (400, 450), [64, 64, 0, 0, 1.0], conditioning=(left_text, 0))
+    right = w.add("ConditioningSetArea", (400, 700), [64, 64, 64, 0, 1.0], conditioning=(right_text, 0))
+    background = w.add("ConditioningSetAreaStrength", (400, 950), [0.3], conditioning=(whole, 0))
+    both = w.add("ConditioningCombine", (750, 450), conditioning_1=(left, 0), conditioning_2=(right, 0))
+    positive = w.add("ConditioningCombine", (750, 650), conditioning_1=(both, 0), conditioning_2=(background, 0))
+    latent = w.add("EmptyLatentImage", (750, 850), [128, 64, 1])
+    sampler = w.add("KSampler", (1100, 200), [42, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
+                    model=(ckpt, 0), positive=(positive, 0), negative=(neg, 0), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1450, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1800, 200), ["area_composition"], images=(image, 0))
+    return w.to_json()
+
+
+def t2i_adapter(checkpoint: str) -> dict:
+    """A T2I-Adapter (loaded with the ControlNet loader, applied with Apply ControlNet) steering the layout
+    from input/example.png. No adapter is trained for the demo model, so this is not a shipped example (the
+    product ships no random stand-ins): tests/nodes/test_conditioning_workflows.py builds it on tiny random
+    models it makes in its own folder, to check the wiring."""
+    w = Workflow()
+    ckpt, pos, neg = sd_base(w, "a red box on a table", checkpoint=checkpoint)
+    load = w.add("LoadImage", (30, 600), ["example.png", "image"])
+    adapter = w.add("ControlNetLoader", (400, 850), [TINY_T2I_ADAPTER], size=[315, 58])
+    applied = w.add("ControlNetApplyAdvanced", (850, 600), [0.8, 0.0, 1.0], size=[315, 186],
+                    positive=(pos, 0), negative=(neg, 0), control_net=(adapter, 0), image=(load, 0))
+    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
+    sampler = w.add("KSampler", (1200, 200), [42, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
+                    model=(ckpt, 0), positive=(applied, 0), negative=(applied, 1), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1550, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1900, 200), ["t2i_adapter"], images=(image, 0))
+    return w.to_json()
+
+
 WORKFLOWS = {"txt2img.json": txt2img, "img2img.json": img2img, "inpaint.json": inpaint, "hires_fix.json": hires_fix}
 WORKFLOWS.update({"lora.json": lora, "controlnet_canny.json": controlnet_canny})
 WORKFLOWS.update({"demo_lora.json": demo_lora, "demo_controlnet.json": demo_controlnet})
+WORKFLOWS.update({"area_composition.json": area_composition})
 if (DEMO_DIR / DEMO_DEPTH_CONTROLNET).exists():  # only once a depth ControlNet that passes its judge ships
     WORKFLOWS["controlnet_depth.json"] = controlnet_depth
 

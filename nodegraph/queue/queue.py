@@ -62,6 +62,9 @@ class QueueItem:
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)  # memory only
     validated: Any = field(default=None, repr=False)  # a ValidatedPrompt, memory only
     started: float | None = None  # ms
+    worker: str | None = None  # which worker runs it (a backend with several workers)
+    plan: Any = field(default=None, repr=False)  # what a dispatcher knows of it (cache keys), memory only
+    overtaken: int = 0  # times a later prompt started first (cache-aware dispatch), memory only
 
     @property
     def client_id(self) -> str | None:
@@ -106,13 +109,16 @@ def _job_summary(item: QueueItem, entry: dict[str, Any], finished: float) -> dic
                    "type": file.get("type", "output"), "nodeId": node_id, "mediaType": kind}
     workflow = (item.extra_data.get("extra_pnginfo") or {}).get("workflow") if isinstance(
         item.extra_data.get("extra_pnginfo"), dict) else None
-    return {"id": item.prompt_id,
-            "status": "completed" if status_str == "success" else "cancelled" if interrupted else "failed",
+    job = {"id": item.prompt_id,
+           "status": "completed" if status_str == "success" else "cancelled" if interrupted else "failed",
             "priority": item.number, "create_time": int(item.created),
             "execution_start_time": int(item.started) if item.started else None,
-            "execution_end_time": int(finished), "outputs_count": len(previews), "preview_output": preview,
-            "execution_error": error,
-            "workflow_id": workflow.get("id") if isinstance(workflow, dict) and isinstance(workflow.get("id"), str) else None}
+           "execution_end_time": int(finished), "outputs_count": len(previews), "preview_output": preview,
+           "execution_error": error,
+           "workflow_id": workflow.get("id") if isinstance(workflow, dict) and isinstance(workflow.get("id"), str) else None}
+    if item.worker is not None:
+        job["worker"] = item.worker
+    return job
 
 
 class PromptQueue:
@@ -220,22 +226,77 @@ class PromptQueue:
                 if self._closed or self._woken:
                     self._woken = False
                     return None
-                while self._heap and self._heap[0][2] not in self._pending:
-                    heapq.heappop(self._heap)  # deleted while pending
-                if self._heap:
+                head = self._head()
+                if head is not None:
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            _, _, prompt_id = heapq.heappop(self._heap)
-            item = self._pending.pop(prompt_id)
-            item.started = time.time() * 1000
-            with self._db:
-                self._db.execute("UPDATE queue SET state='running' WHERE prompt_id=?", (prompt_id,))
-            self._running[prompt_id] = item
+            item = self._mark_running(head)
         self.on_change()
         return item
+
+    def _head(self) -> str | None:
+        while self._heap and self._heap[0][2] not in self._pending:
+            heapq.heappop(self._heap)  # deleted (or taken out of order) while pending
+        return self._heap[0][2] if self._heap else None
+
+    def _mark_running(self, prompt_id: str) -> QueueItem:
+        item = self._pending.pop(prompt_id)
+        item.started = time.time() * 1000
+        with self._db:
+            self._db.execute("UPDATE queue SET state='running' WHERE prompt_id=?", (prompt_id,))
+        self._running[prompt_id] = item
+        return item
+
+    # -- for a dispatcher that chooses among pending prompts (several workers) ------------------
+
+    def wait_for_pending(self, timeout: float) -> bool:
+        """Wait until a prompt is pending (True), or timeout, `wake()` or close (False)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not (self._closed or self._woken):
+                if self._head() is not None:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            self._woken = False
+            return False
+
+    def peek(self, n: int) -> list[QueueItem]:
+        """The first `n` pending prompts in run order (they stay pending)."""
+        with self._cond:
+            # The heap may hold stale entries (deleted, taken out of order, requeued twice): skip them.
+            ids = [p for _, _, p in heapq.nsmallest(n + len(self._heap) - len(self._pending), self._heap)
+                   if p in self._pending]
+            return [self._pending[p] for p in dict.fromkeys(ids)][:n]
+
+    def take(self, prompt_id: str) -> QueueItem | None:
+        """Mark this pending prompt running (it may be behind others); None if it is no longer pending."""
+        with self._cond:
+            if prompt_id not in self._pending:
+                return None
+            item = self._mark_running(prompt_id)
+        self.on_change()
+        return item
+
+    def requeue(self, item: QueueItem) -> None:
+        """Put a running prompt back, keeping its place (its number and arrival), with its `attempts`
+        stored: its worker was lost. The caller decides whether it may run again (MAX_RESTARTS)."""
+        with self._cond:
+            if self._running.pop(item.prompt_id, None) is None:
+                return
+            item.started, item.worker = None, None
+            with self._db:
+                self._db.execute("UPDATE queue SET state='pending', attempts=? WHERE prompt_id=?",
+                                 (item.attempts, item.prompt_id))
+            self._pending[item.prompt_id] = item
+            heapq.heappush(self._heap, (item.number, item.seq, item.prompt_id))
+            self._cond.notify_all()
+        self.on_change()
 
     def finish(self, item: QueueItem, entry: dict[str, Any]) -> None:
         """Record the history entry of a running prompt and take it off the queue (one transaction)."""
@@ -354,10 +415,13 @@ class PromptQueue:
 
     @staticmethod
     def _live_job(item: QueueItem, status: str) -> dict[str, Any]:
-        return {"id": item.prompt_id, "status": status, "priority": item.number, "create_time": int(item.created),
-                "execution_start_time": int(item.started) if item.started else None,
-                "execution_end_time": None, "outputs_count": 0, "preview_output": None, "execution_error": None,
-                "workflow_id": None}
+        job = {"id": item.prompt_id, "status": status, "priority": item.number, "create_time": int(item.created),
+               "execution_start_time": int(item.started) if item.started else None,
+               "execution_end_time": None, "outputs_count": 0, "preview_output": None, "execution_error": None,
+               "workflow_id": None}
+        if item.worker is not None:
+            job["worker"] = item.worker
+        return job
 
     # -- life cycle -----------------------------------------------------------------------------
 

@@ -13,44 +13,28 @@ import logging
 import sys
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import NodegraphError, ValidationError
-from ..executor import Executor, RunResult
+from ..executor import Executor
 from ..progress import CancellationToken
 from ..registry import NodeRegistry
 from ..validation import validate_prompt
 from .queue import PromptQueue, QueueItem, history_entry
+from .relay import EventRelay, Listener, NullListener, record_failure
 
 log = logging.getLogger(__name__)
 
-FINAL_EVENTS = frozenset({"execution_success", "execution_error", "execution_interrupted"})
-
-
-class Listener(Protocol):
-    def publish(self, event: str, data: dict[str, Any], client_id: str | None) -> None: ...
-
-    def preview(self, image: Any, data: dict[str, Any], client_id: str | None) -> None: ...
-
-    def wants_preview(self, client_id: str | None) -> bool: ...
-
-
-class _NullListener:
-    def publish(self, event: str, data: dict[str, Any], client_id: str | None) -> None:
-        pass
-
-    def preview(self, image: Any, data: dict[str, Any], client_id: str | None) -> None:
-        pass
-
-    def wants_preview(self, client_id: str | None) -> bool:
-        return False
-
 
 class Worker:
+    """The embedded backend (see backend.Backend): one thread, one executor, in the server process."""
+
+    name = "local"
+
     def __init__(self, queue: PromptQueue, registry: NodeRegistry, executor: Executor,
                  listener: Listener | None = None):
         self.queue, self.registry, self.executor = queue, registry, executor
-        self.listener: Listener = listener or _NullListener()
+        self.listener: Listener = listener or NullListener()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -91,6 +75,15 @@ class Worker:
         if idle:
             self._apply_free()
 
+    def cache_stats(self) -> dict[str, Any]:
+        return self.executor.cache.stats()
+
+    def overhead_ms(self) -> list[float]:
+        return [t[0] * 1000 for t in list(self.timings)]
+
+    def workers(self) -> list[dict[str, Any]] | None:
+        return None
+
     @property
     def current(self) -> QueueItem | None:
         current = self._current
@@ -126,81 +119,42 @@ class Worker:
             self._record_failure(item, f"the prompt is no longer valid: {exc}", "ValidationError")
             return
         item.validated = None  # the queue item outlives the run only as data
-        held: list[dict[str, Any]] = []
-        states: dict[str, dict[str, Any]] = {}
-
-        def sink(event: str, data: dict[str, Any]) -> None:
-            if event == "preview":
-                self.listener.preview(data.pop("image"), data, client_id)
-                return
-            if event == "executing":
-                if data.get("node") is None:
-                    held.append(data)  # sent after the history is stored
-                    return
-                for state in states.values():
-                    if state["state"] == "running":
-                        state["state"] = "finished"
-                states[data["node"]] = _node_state(item.prompt_id, data["node"])
-                self.listener.publish(event, data, client_id)
-                self.listener.publish("progress_state", {"prompt_id": item.prompt_id, "nodes": dict(states)},
-                                      client_id)
-                return
-            if event == "progress" and data.get("node") in states:
-                states[data["node"]].update(value=data["value"], max=data["max"])
-            elif event in FINAL_EVENTS and states:
-                for state in states.values():
-                    if state["state"] == "running":
-                        state["state"] = "finished" if event == "execution_success" else "error"
-                self.listener.publish("progress_state", {"prompt_id": item.prompt_id, "nodes": states}, client_id)
-            self.listener.publish(event, data, client_id)
-
-        _set_preview_method(self.listener.wants_preview(client_id))
+        relay = EventRelay(self.listener, item)
+        set_preview_method(self.listener.wants_preview(client_id))
         extra = {**item.extra_data, **item.secrets}
-        result = self.executor.execute(validated, prompt_id=item.prompt_id, extra_data=extra, sink=sink,
+        result = self.executor.execute(validated, prompt_id=item.prompt_id, extra_data=extra, sink=relay,
                                        token=token)
         self.queue.finish(item, history_entry(item, result.status, result.outputs, result.messages))
-        for data in held:
-            self.listener.publish("executing", data, client_id)
+        relay.release()
         self.completed += 1
         self.timings.append((time.perf_counter() - started - result.seconds, result.seconds))
         log.info("prompt %s: %s in %.2fs (%d nodes run, %d cached)", item.prompt_id, result.status,
                  result.seconds, len(result.executed), len(result.cached))
 
     def _record_failure(self, item: QueueItem, message: str, exception_type: str = "InternalError") -> None:
-        now = int(time.time() * 1000)
-        client_id = item.client_id
-        start = {"prompt_id": item.prompt_id, "timestamp": now}
-        error = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
-                 "exception_message": message, "exception_type": exception_type, "traceback": [],
-                 "current_inputs": {}, "current_outputs": [], "timestamp": now}
-        self.listener.publish("execution_start", start, client_id)
-        self.listener.publish("execution_error", error, client_id)
-        result = RunResult(item.prompt_id, "error", messages=[("execution_start", start), ("execution_error", error)])
-        if self.queue.is_queued(item.prompt_id):
-            self.queue.finish(item, history_entry(item, "error", {}, result.messages))
-        self.listener.publish("executing", {"node": None, "display_node": None, "prompt_id": item.prompt_id},
-                              client_id)
+        record_failure(self.queue, self.listener, item, message, exception_type)
 
     def _apply_free(self) -> None:
         with self._lock:
             flags, self._free = self._free, {"unload_models": False, "free_memory": False}
-        if flags["free_memory"]:
-            self.executor.reset()
-            log.info("freed memory: caches cleared")
-        if flags["unload_models"] or flags["free_memory"]:
-            unload = getattr(sys.modules.get("nodes"), "unload_models", None)
-            if callable(unload):
-                unload()
-            gc.collect()
+        free_resources(self.executor, **flags)
 
 
-def _set_preview_method(wanted: bool) -> None:
+def free_resources(executor: Executor, *, unload_models: bool, free_memory: bool) -> None:
+    """What `/free` does in a worker: `free_memory` empties the output cache, both unload models."""
+    if free_memory:
+        executor.reset()
+        log.info("freed memory: caches cleared")
+    if unload_models or free_memory:
+        unload = getattr(sys.modules.get("nodes"), "unload_models", None)
+        if callable(unload):
+            unload()
+        gc.collect()
+
+
+def set_preview_method(wanted: bool) -> None:
     """Sampler previews cost time: the node library makes them only while someone watches."""
     previews = sys.modules.get("nodes.sd.previews")  # never imported here (it needs torch)
     if previews is not None and hasattr(previews, "set_method"):
         previews.set_method("latent2rgb" if wanted else "none")
 
-
-def _node_state(prompt_id: str, node_id: str) -> dict[str, Any]:
-    return {"value": 0, "max": 1, "state": "running", "node_id": node_id, "prompt_id": prompt_id,
-            "display_node_id": node_id, "parent_node_id": None, "real_node_id": node_id}

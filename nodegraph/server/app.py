@@ -1,8 +1,9 @@
 """The ComfyUI-compatible server: `create_app()` builds the aiohttp application (tests use it
 directly), `serve()` is what `nodegraph serve` runs.
 
-Every route is served under `/` and under `/api/`. One worker thread runs the queued prompts;
-queue and history live in SQLite under the user folder (see nodegraph.queue).
+Every route is served under `/` and under `/api/`. A backend runs the queued prompts: the embedded
+worker thread, or worker actors on Ray (`backend=RayOptions(...)`); queue and history live in SQLite
+under the user folder either way (see nodegraph.queue).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .. import folders as folder_paths
 from .. import resources
 from ..cache import OutputCache
 from ..executor import Executor
-from ..queue import PromptQueue, Worker
+from ..queue import Backend, PromptQueue, RayOptions, Worker
 from ..registry import NodeRegistry
 from . import routes_files, routes_prompt, routes_system, routes_user
 from .hub import Hub
@@ -35,9 +36,8 @@ MB = 1024 * 1024
 class ServerState:
     layout: folder_paths.Folders
     registry: NodeRegistry
-    executor: Executor
     queue: PromptQueue
-    worker: Worker
+    backend: Backend
     hub: Hub
     max_upload_size: int
     auth_token: str | None = None
@@ -54,24 +54,29 @@ RouteList = list[tuple[str, str, Callable]]
 def create_app(layout: folder_paths.Folders, registry: NodeRegistry, *, cache: OutputCache | None = None,
                auth_token: str | None = None, loopback_only: bool = True, max_upload_size: int = 100 * MB,
                history_size: int = 10000, preview_method: str = "latent2rgb", web_root: Path | None = None,
-               start_worker: bool = True) -> web.Application:
-    """The application. Its worker starts with the app and stops with it; the queue database is
+               start_worker: bool = True, backend: RayOptions | None = None) -> web.Application:
+    """The application. Its backend starts with the app and stops with it (the embedded worker
+    thread, or Ray workers with `backend=RayOptions(...)`); the queue database is
     `<user dir>/nodegraph.sqlite3`."""
     import time
 
     folder_paths.use(layout)
     layout.ensure()
     (layout.user / "default" / "workflows").mkdir(parents=True, exist_ok=True)
-    executor = Executor(cache if cache is not None else OutputCache())
     hub_ref: list[Hub] = []
     queue = PromptQueue(layout.user / "nodegraph.sqlite3", history_size=history_size,
                         on_change=lambda: hub_ref[0].broadcast_status() if hub_ref else None)
     hub = Hub(queue_remaining=queue.remaining, max_upload_size=max_upload_size,
               previews_enabled=preview_method != "none")
     hub_ref.append(hub)
-    worker = Worker(queue, registry, executor, hub)
+    runner: Backend
+    if backend is None:
+        runner = Worker(queue, registry, Executor(cache if cache is not None else OutputCache()), hub)
+    else:
+        from ..queue.ray_backend import RayBackend  # imports ray: only when chosen
+        runner = RayBackend(backend, queue, registry, layout, hub)
     root = web_root if web_root is not None else resources.web_root()  # the package's, else the checkout's
-    state = ServerState(layout, registry, executor, queue, worker, hub, max_upload_size, auth_token, root,
+    state = ServerState(layout, registry, queue, runner, hub, max_upload_size, auth_token, root,
                         started=time.time())
     for prompt_id, action in queue.recovered:
         log.warning("recovered prompt %s after a restart: %s", prompt_id, action)
@@ -92,14 +97,14 @@ def create_app(layout: folder_paths.Folders, registry: NodeRegistry, *, cache: O
         import asyncio
         hub.attach(asyncio.get_running_loop())
         if start_worker:
-            worker.start()
+            runner.start()
 
     async def on_shutdown(app: web.Application) -> None:
         await hub.close_all()
 
     async def on_cleanup(app: web.Application) -> None:
         import asyncio
-        await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+        await asyncio.get_running_loop().run_in_executor(None, runner.stop)
         queue.close()
 
     app.on_startup.append(on_startup)

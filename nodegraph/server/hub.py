@@ -3,7 +3,7 @@
 Events come from the worker thread: they are serialised there (one JSON text per message, sent
 as one unfragmented text frame) and handed to the event loop, where each socket has its own
 outbound queue and writer task, so one slow client never delays the others. The hub also keeps
-what is running now (prompt, node, last progress) for clients that reconnect mid-run.
+what runs now (per running prompt: node, last progress) for clients that reconnect mid-run.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class Client:
 
 @dataclass
 class RunState:
-    """What runs now, for a client that reconnects mid-run."""
+    """What one running prompt is doing, for a client that reconnects mid-run."""
     prompt_id: str | None = None
     client_id: str | None = None
     executing: dict[str, Any] | None = None
@@ -70,7 +70,7 @@ class RunState:
 class Hub:
     def __init__(self, *, queue_remaining: Callable[[], int], max_upload_size: int, previews_enabled: bool = True):
         self.clients: dict[str, Client] = {}
-        self.state = RunState()
+        self.running: dict[str, RunState] = {}  # prompt id -> state, in start order
         self.queue_remaining = queue_remaining
         self.max_upload_size = max_upload_size
         self.previews_enabled = previews_enabled
@@ -112,18 +112,16 @@ class Hub:
             self._post(self._send_status, box)
 
     def preview(self, image: Any, data: dict[str, Any], client_id: str | None) -> None:
-        """A sampler preview (PIL image): JPEG-encoded here, in the worker, only if someone wants it."""
+        """A sampler preview: a PIL image, JPEG-encoded here in the worker thread only if someone wants
+        it, or JPEG bytes a remote worker encoded."""
         if not self.previews_enabled or not self._anyone_wants_preview(client_id):
             return
-        try:
-            buffer = io.BytesIO()
-            image.convert("RGB").save(buffer, format="JPEG", quality=95)
-        except Exception as exc:  # a broken preview must not break the run
-            log.debug("preview not encoded: %s", exc)
+        jpeg = bytes(image) if isinstance(image, (bytes, bytearray)) else encode_jpeg(image)
+        if jpeg is None:
             return
         with self._post_lock:
             self._unsent_status = None
-            self._post(self._send_preview, buffer.getvalue(), data, client_id)
+            self._post(self._send_preview, jpeg, data, client_id)
 
     def wants_preview(self, client_id: str | None) -> bool:
         return self.previews_enabled and self._anyone_wants_preview(client_id)
@@ -163,17 +161,20 @@ class Hub:
                 client.send(message)
 
     def _track(self, event: str, view: dict[str, Any], client_id: str | None) -> None:
-        state = self.state
+        prompt_id = view.get("prompt_id")
+        if not isinstance(prompt_id, str):
+            return
         if event == "execution_start":
-            self.state = RunState(view.get("prompt_id"), client_id)
+            self.running.pop(prompt_id, None)  # a prompt run again (its worker was lost) starts afresh
+            self.running[prompt_id] = RunState(prompt_id, client_id)
         elif event == "executing":
             if view.get("node") is None:
-                self.state = RunState()
+                self.running.pop(prompt_id, None)
             else:
-                state.prompt_id, state.client_id = view.get("prompt_id"), client_id
+                state = self.running.setdefault(prompt_id, RunState(prompt_id, client_id))
                 state.executing, state.progress = view, None
-        elif event == "progress" and state.prompt_id == view.get("prompt_id"):
-            state.progress = view
+        elif event == "progress" and prompt_id in self.running:
+            self.running[prompt_id].progress = view
 
     def _send_preview(self, jpeg: bytes, data: dict[str, Any], client_id: str | None) -> None:
         targets = [self.clients.get(client_id)] if client_id is not None else list(self.clients.values())
@@ -224,14 +225,12 @@ class Hub:
         return ws
 
     def _send_snapshot(self, client: Client) -> None:
-        state = self.state
-        if state.prompt_id is None or state.executing is None:
-            return
-        if state.client_id is not None and state.client_id != client.sid:
-            return
-        client.send(dumps("executing", state.executing))
-        if state.progress is not None and state.progress.get("node") == state.executing.get("node"):
-            client.send(dumps("progress", state.progress))
+        for state in list(self.running.values()):
+            if state.executing is None or (state.client_id is not None and state.client_id != client.sid):
+                continue
+            client.send(dumps("executing", state.executing))
+            if state.progress is not None and state.progress.get("node") == state.executing.get("node"):
+                client.send(dumps("progress", state.progress))
 
     def _client_message(self, client: Client, text: str) -> None:
         try:
@@ -251,6 +250,18 @@ class Hub:
             client.send(None)  # type: ignore[arg-type]
             await client.ws.close()
         self.clients.clear()
+
+
+def encode_jpeg(image: Any) -> bytes | None:
+    """A PIL image as JPEG bytes; None (logged) if it cannot be encoded: a broken preview must not
+    break the run."""
+    try:
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=95)
+        return buffer.getvalue()
+    except Exception as exc:
+        log.debug("preview not encoded: %s", exc)
+        return None
 
 
 def _state_view(event: str, data: dict[str, Any]) -> dict[str, Any]:

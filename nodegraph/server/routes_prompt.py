@@ -1,6 +1,7 @@
 """Prompt, queue, history, interrupt, free and jobs routes (ComfyUI's shapes)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -57,7 +58,7 @@ async def _json_object(request: web.Request, *, allow_empty: bool = True) -> dic
 
 
 def routes(state: "ServerState") -> "RouteList":
-    queue, worker, registry = state.queue, state.worker, state.registry
+    queue, backend, registry = state.queue, state.backend, state.registry
 
     async def get_prompt(request: web.Request) -> web.Response:
         return web.json_response({"exec_info": {"queue_remaining": queue.remaining()}})
@@ -113,8 +114,11 @@ def routes(state: "ServerState") -> "RouteList":
 
     async def get_queue(request: web.Request) -> web.Response:
         running, pending = queue.snapshot()
-        return web.json_response({"queue_running": [i.as_list() for i in running],
-                                  "queue_pending": [i.as_list() for i in pending]}, dumps=_dumps)
+        body: dict[str, Any] = {"queue_running": [i.as_list() for i in running],
+                                "queue_pending": [i.as_list() for i in pending]}
+        if backend.workers() is not None:  # several workers: which runs what (ComfyUI's items stay 5-arrays)
+            body["running_on"] = {i.prompt_id: i.worker for i in running if i.worker}
+        return web.json_response(body, dumps=_dumps)
 
     async def post_queue(request: web.Request) -> web.Response:
         body = await _json_object(request)
@@ -151,12 +155,14 @@ def routes(state: "ServerState") -> "RouteList":
         prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
         if prompt_id is not None and not isinstance(prompt_id, str):
             raise BadRequest("'prompt_id' must be a string")
-        worker.interrupt(prompt_id)
+        await asyncio.get_running_loop().run_in_executor(None, backend.interrupt, prompt_id)
         return web.Response(status=200)
 
     async def post_free(request: web.Request) -> web.Response:
         body = await _json_object(request)
-        worker.request_free(unload_models=bool(body.get("unload_models")), free_memory=bool(body.get("free_memory")))
+        unload, free = bool(body.get("unload_models")), bool(body.get("free_memory"))
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: backend.request_free(unload_models=unload, free_memory=free))
         return web.Response(status=200)
 
     async def get_jobs(request: web.Request) -> web.Response:

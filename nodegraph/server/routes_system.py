@@ -125,21 +125,27 @@ def routes(state: "ServerState") -> "RouteList":
 
     async def system_stats(request: web.Request) -> web.Response:
         total, free = _memory()
-        timings = list(state.worker.timings)
-        overhead = [t[0] * 1000 for t in timings]
-        body = {
+        backend = state.backend
+        # A remote backend asks its workers: off the event loop.
+        cache, workers = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: (backend.cache_stats(), backend.workers()))
+        overhead = backend.overhead_ms()
+        body: dict[str, Any] = {
             "system": {"os": os.name, "platform": platform.platform(), "ram_total": total, "ram_free": free,
                        "comfyui_version": COMFYUI_VERSION, "nodegraph_version": __version__,
                        "required_frontend_version": "", "installed_templates_version": "",
                        "required_templates_version": "", "python_version": sys.version,
                        "pytorch_version": _torch_version(), "embedded_python": False, "argv": sys.argv},
             "devices": _devices(),
-            "cache": state.executor.cache.stats(),
-            "queue": {"remaining": state.queue.remaining(), "completed": state.worker.completed,
+            "cache": cache,
+            "queue": {"remaining": state.queue.remaining(), "completed": backend.completed,
                       "history_size": state.queue.history_size,
                       "worker_overhead_ms": {"p50": _percentile(overhead, 0.5), "p99": _percentile(overhead, 0.99),
                                              "samples": len(overhead)}},
         }
+        if workers is not None:
+            body["queue"]["backend"] = backend.name
+            body["workers"] = workers
         return web.json_response(body, dumps=_dumps)
 
     async def features(request: web.Request) -> web.Response:

@@ -1,8 +1,9 @@
 """SD1.x ControlNet: a copy of the UNet encoder, fed a hint image, whose zero-conv outputs are added
 to the UNet's skip connections. The model, loading its files, and the runtime object the sampler calls.
 
-Files: the original layout (`control_model.` prefix or none) and the diffusers layout. Other kinds
-(T2I-Adapter, Control-LoRA, diff / union / SDXL / SD3 / Flux ControlNets) are refused by name.
+Files: the original layout (`control_model.` prefix or none) and the diffusers layout; "diff" ControlNets
+(weights stored as differences to a base model) given that model; T2I-Adapter files go to nodes.sd.t2i_adapter.
+Other kinds (Control-LoRA, union / SDXL / SD3 / Flux ControlNets) are refused by name.
 """
 from __future__ import annotations
 
@@ -111,8 +112,9 @@ def controlnet_state_dict(sd: Mapping[str, torch.Tensor], path: Path | str | Non
                                                "SD1.x ControlNets only")
     if f"{ORIGINAL_PREFIX}zero_convs.0.0.weight" in keys:
         if "difference" in keys:
-            raise UnsupportedControlNetError(path, "this is a 'diff' ControlNet (weights are differences to a base "
-                                                   "model); use the full ControlNet file instead")
+            raise UnsupportedControlNetError(path, "this is a 'diff' ControlNet (its weights are differences to a "
+                                                   "base model); load it with 'Load ControlNet Model (diff)' "
+                                                   "(DiffControlNetLoader) and the model it was made for")
         return split_by_prefix(sd, ORIGINAL_PREFIX)
     if "zero_convs.0.0.weight" in keys:
         return dict(sd)
@@ -129,9 +131,9 @@ def controlnet_state_dict(sd: Mapping[str, torch.Tensor], path: Path | str | Non
                          ("pos_embed_input.proj.weight", "an SD3 ControlNet")):
         if needle in keys:
             raise UnsupportedControlNetError(path, f"this is {what}; nodegraph runs SD1.x ControlNets only")
-    if any(k.startswith(("body.0.in_conv.", "body.0.block1.", "adapter.body.")) for k in keys) or \
-            ("conv_in.weight" in keys and any(k.startswith("body.") for k in keys)):
-        raise UnsupportedControlNetError(path, "this is a T2I-Adapter; nodegraph runs SD1.x ControlNets only")
+    if "style_embedding" in keys:
+        raise UnsupportedControlNetError(path, "this is a T2I-Adapter style model; load it with 'Load Style Model' "
+                                               "(StyleModelLoader) from models/style_models")
     raise UnsupportedControlNetError(path, f"not a ControlNet ({describe_state_dict(sd)})")
 
 
@@ -226,14 +228,54 @@ def controlnet_from_state_dict(sd: Mapping[str, torch.Tensor], *, device: torch.
 
 
 def load_controlnet(path: str | Path, *, device: torch.device | str | None = None) -> ControlNet:
-    """A fresh ControlNet runtime object over the file's model, which is loaded once per process."""
+    """A fresh ControlNet (or T2I-Adapter) runtime object over the file's model, loaded once per process."""
+    from .t2i_adapter import T2IAdapter, adapter_from_state_dict, is_t2i_adapter
+
     path = Path(path)
     dev = torch.device(device) if device is not None else device_policy.compute_device()
-    model = MODEL_CACHE.get_or_load(("controlnet", *file_identity(path), str(dev)),
-                                    lambda: controlnet_from_state_dict(load_state_dict(path), device=dev, path=path))
+
+    def build():
+        sd = load_state_dict(path)
+        if is_t2i_adapter(sd):
+            return adapter_from_state_dict(sd, device=dev, dtype=device_policy.unet_dtype(dev), path=path)
+        return controlnet_from_state_dict(sd, device=dev, path=path)
+
+    model = MODEL_CACHE.get_or_load(("controlnet", *file_identity(path), str(dev)), build)
+    if not isinstance(model, ControlNetModel):
+        return T2IAdapter(model, name=path.name)
     # ControlNet "shuffle" models were trained with globally pooled residuals (ComfyUI's naming rule).
     pooled = path.stem.endswith(("_shuffle", "_shuffle_fp16"))
     return ControlNet(model, name=path.name, global_average_pooling=pooled)
+
+
+def load_diff_controlnet(path: str | Path, base_model, *, device: torch.device | str | None = None) -> ControlNet:
+    """A ControlNet from a file whose weights are differences to `base_model` (a MODEL patcher): each
+    `control_model.X` that is also a UNet weight X becomes base X (with the model's patches, e.g. LoRAs)
+    plus the difference, added in the file's dtype as ComfyUI adds them. A full ControlNet file (no
+    `difference` marker) loads as usual."""
+    path = Path(path)
+    dev = torch.device(device) if device is not None else device_policy.compute_device()
+    sd = load_state_dict(path)
+    if "difference" not in sd:
+        return load_controlnet(path, device=device)
+
+    def build():
+        # ordinary tensors (they become parameters), even when the node runs under inference mode
+        with torch.inference_mode(False), torch.no_grad(), base_model.applied() as unet:
+            base = unet.state_dict()
+            full = {}
+            for key, value in sd.items():
+                name = key[len(ORIGINAL_PREFIX):] if key.startswith(ORIGINAL_PREFIX) else None
+                if name is not None and name in base:
+                    value = value + base[name].to(value.device, value.dtype)
+                full[key] = value
+        full.pop("difference")
+        log.info("diff ControlNet %s: %d weights added to the model's", path.name,
+                 sum(1 for k in sd if k.startswith(ORIGINAL_PREFIX) and k[len(ORIGINAL_PREFIX):] in base))
+        return controlnet_from_state_dict(full, device=dev, path=path)
+
+    key = ("diff-controlnet", *file_identity(path), id(base_model.model), base_model.patches_uuid, str(dev))
+    return ControlNet(MODEL_CACHE.get_or_load(key, build), name=path.name)
 
 
 # ---------------------------------------------------------------------------------------------- runtime
@@ -346,13 +388,18 @@ class ControlNet:
         return batched
 
     def _merge(self, residuals: dict, previous: dict | None, dtype: torch.dtype) -> dict:
+        """This net's residuals × strength, plus the previous nets' (lists aligned from the start; None = nothing)."""
         out: dict[str, list] = {}
-        for key in ("middle", "output"):
+        for key in ("input", "middle", "output"):
+            if key not in residuals and key not in (previous or {}):
+                continue
             mine = []
             for r in residuals.get(key, []):
-                if self.global_average_pooling:
-                    r = r.mean(dim=(2, 3), keepdim=True).expand_as(r)
-                mine.append((r * self.strength).to(dtype))
+                if r is not None:
+                    if self.global_average_pooling:
+                        r = r.mean(dim=(2, 3), keepdim=True).expand_as(r)
+                    r = (r * self.strength).to(dtype)
+                mine.append(r)
             for i, p in enumerate((previous or {}).get(key, [])):
                 if i >= len(mine):
                     mine.append(p)

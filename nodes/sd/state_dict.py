@@ -47,7 +47,8 @@ _METADATA_GLOBALS = [
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors in a weight file, on CPU. Unwraps a top-level `state_dict` key; drops non-tensors."""
+    """All tensors in a weight file, on CPU. Unwraps a top-level `state_dict` (`params_ema`, `params`,
+    or a lone) dict; drops non-tensors."""
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(path, "file not found; check the path and the models folder")
@@ -63,6 +64,18 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             "the file may be corrupt or not a model — re-download it",
         )
     return _tensors_only(path, sd)
+
+
+def load_pickled_dict(path: str | Path) -> dict:
+    """The whole dict a `.pt` / `.ckpt` file holds (keys and values of any kind `weights_only` allows:
+    tensors, numbers, strings, lists, tuples, dicts), for formats that are more than flat tensors, such as
+    A1111 hypernetworks. Read with `torch.load(weights_only=True)` like everything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(path, "file not found; check the path and the models folder")
+    if _file_kind(path) != "pickle":
+        raise ModelLoadError(path, "not a PyTorch .pt / .ckpt file")
+    return _load_pickle(path)
 
 
 def split_by_prefix(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -139,9 +152,20 @@ def _load_pickle(path: Path) -> dict:
         ) from e
     if not isinstance(obj, dict):
         raise ModelLoadError(path, f"expected a dict of tensors, found a {type(obj).__name__}")
-    inner = obj.get("state_dict")
-    if isinstance(inner, dict):
-        obj = inner
+    return _unwrapped(obj)
+
+
+# Top-level keys under which training code nests the weights (Lightning, BasicSR's EMA / plain params).
+_WRAPPER_KEYS = ("state_dict", "params_ema", "params")
+
+
+def _unwrapped(obj: dict) -> dict:
+    """The weights dict inside a training checkpoint: under a known key, or the only entry."""
+    for key in _WRAPPER_KEYS:
+        if isinstance(obj.get(key), dict):
+            return obj[key]
+    if len(obj) == 1 and isinstance(next(iter(obj.values())), dict):
+        return next(iter(obj.values()))
     return obj
 
 

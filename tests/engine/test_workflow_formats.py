@@ -111,8 +111,6 @@ def test_ui_errors_name_the_problem(registry):
     wf = ui_workflow([ui_node(1, "Show", inputs=[{"name": "value", "type": "FLOAT", "link": 99}])], [])
     with pytest.raises(WorkflowError, match="link 99"):
         ui_to_api(wf, registry)
-    with pytest.raises(WorkflowError, match="subgraphs"):
-        ui_to_api({**wf, "definitions": {"subgraphs": [{"id": "x"}]}}, registry)
 
 
 def test_unknown_ui_node_survives_conversion_and_fails_validation(registry):

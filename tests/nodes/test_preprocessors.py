@@ -1,4 +1,4 @@
-"""Preprocessor nodes: Canny (opencv on kornia's threshold scale) and DepthEstimation (transformers).
+"""Preprocessor nodes: Canny (kornia's, as ComfyUI's node) and DepthEstimation (transformers).
 
 Canny positions are derived by hand: a square whose border pixels are half-grey has its blurred
 step centred on those pixels, so the gradient magnitude peaks exactly on them. Depth uses tiny
@@ -97,6 +97,20 @@ def test_threshold_mapping_matches_kornia_gradient_scale():
     assert canny_edges(image, 0.50, 0.50)[0, TOP + 5, LEFT, 0].item() == 1.0
     assert not canny_edges(image, 0.53, 0.53).any()
     assert not canny_edges(image, 0.50, 0.53).any(), "weak edges without a strong pixel are dropped"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_canny_is_kornias_canny(seed):
+    # ComfyUI's node is kornia.filters.canny(image, low, high) on [B, C, H, W]; ours must give the
+    # same map on natural-ish images (smooth noise plus shapes, two batch items, odd sizes).
+    from kornia.filters import canny
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.nn.functional.interpolate(torch.rand(2, 3, 9, 13, generator=generator), size=(37, 53),
+                                            mode="bicubic").clamp(0, 1)
+    image[:, :, 10:20, 15:30] = torch.rand(2, 3, 1, 1, generator=generator)
+    for low, high in ((0.05, 0.1), (0.2, 0.5), (0.4, 0.8)):
+        expected = canny(image, low, high)[1].repeat(1, 3, 1, 1).movedim(1, -1)
+        assert torch.equal(canny_edges(image.movedim(1, -1), low, high), expected), (low, high)
 
 
 def test_canny_flat_image_has_no_edges():

@@ -66,3 +66,24 @@ def test_the_database_is_wal(tmp_path):
     PromptQueue(tmp_path / "q.sqlite3").close()
     mode = sqlite3.connect(tmp_path / "q.sqlite3").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+def test_a_dispatcher_can_take_prompts_out_of_order_and_give_them_back(tmp_path):
+    path = tmp_path / "q.sqlite3"
+    queue = PromptQueue(path)
+    assert queue.wait_for_pending(0.01) is False
+    a, b, c = (queue.put(PROMPT, {}, ["1"]) for _ in range(3))
+    assert queue.wait_for_pending(0.01) is True
+    assert [i.prompt_id for i in queue.peek(2)] == [a.prompt_id, b.prompt_id]
+    taken = queue.take(b.prompt_id)  # the second one first (a worker already holds its model)
+    assert taken is b and queue.status(b.prompt_id) == "running"
+    assert queue.take(b.prompt_id) is None  # no longer pending
+    assert [i.prompt_id for i in queue.peek(5)] == [a.prompt_id, c.prompt_id]
+    assert queue.get(0).prompt_id == a.prompt_id  # the heap skips what was taken out of order
+    taken.attempts += 1
+    queue.requeue(taken)  # its worker was lost: back in its place, ahead of c
+    assert [i.prompt_id for i in queue.peek(5)] == [b.prompt_id, c.prompt_id]
+    queue.close()
+    again = PromptQueue(path)  # the attempt is on disk: the poison-prompt rule counts it after a restart
+    assert again._pending[b.prompt_id].attempts == 1 and again.status(a.prompt_id) == "pending"
+    assert again.recovered == [(a.prompt_id, "requeued")]

@@ -115,6 +115,14 @@ def test_ui_workflow_is_accepted_as_prompt(server):
     assert entry["outputs"] == {"2": {"text": ["4.0"]}}
 
 
+def test_subgraph_workflow_is_accepted_as_prompt(server):
+    from tests.engine import subgraph_fixtures
+    entry = server.wait_history(server.queue(subgraph_fixtures.workflow())["prompt_id"])
+    assert entry["outputs"] == {"2": {"text": ["14.0"]}}
+    answer = server.post("/prompt", {"prompt": subgraph_fixtures.workflow(definitions=[])})
+    assert answer.status_code == 400 and subgraph_fixtures.SCALE in answer.text
+
+
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_queue_delete_and_clear(server, prefix):
     blocker = server.queue(slow_prompt(steps=300, delay=0.02))["prompt_id"]

@@ -7,6 +7,7 @@ import functools
 import html
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Union
 
@@ -26,6 +27,7 @@ PAD_TOKEN = END_TOKEN
 CHUNK_LENGTH = 77  # start + 75 content tokens + end
 MAX_WORD_LENGTH = 8  # a word of this many tokens may be split across chunks; shorter words move whole
 EMBEDDING_PREFIX = "embedding:"
+_EMBEDDING_CUT = re.compile(r"[ \n](?=embedding:)")  # a segment is cut before each " embedding:" / "\nembedding:"
 
 Token = Union[int, torch.Tensor]  # a vocabulary id, or one embedding vector `[width]`
 Chunk = list[tuple[Token, float]]  # CHUNK_LENGTH (token, weight) pairs
@@ -76,41 +78,44 @@ class SD1Tokenizer:
     def tokenize_with_weights(self, text: str, *, embeddings_dir=_UNSET, disable_weights: bool = False) -> list[Chunk]:
         """Chunks of exactly 77 `(token, weight)` pairs; at least one, even for an empty prompt.
 
-        Each weighted segment is split on spaces and tokenized word by word, the way ComfyUI does it:
-        a word whose `word</w>` is itself a vocabulary entry takes that id directly (without CLIP's
-        clean-up, so `"A"` gives 288 where CLIP gives 320), other words go through CLIP's tokenizer.
+        As ComfyUI 0.3.64 does it: each weighted segment is cut only where ` embedding:` (or
+        `\nembedding:`) begins, and each piece is tokenized whole by CLIP (clean-up, lower case, BPE).
+        A piece is one group for the packing: 8 or more tokens may be split at a chunk boundary,
+        fewer move whole to the next chunk.
         """
         directory = self.embeddings_dir if embeddings_dir is _UNSET else embeddings_dir
         segments = [(text, 1.0)] if disable_weights else parse_prompt_weights(text)
         groups: list[list[tuple[Token, float]]] = []
         for segment, weight in segments:
-            for word in segment.replace("\n", " ").split(" "):
-                if not word:
+            for piece in _EMBEDDING_CUT.split(segment):
+                if not piece:
                     continue
-                if word.startswith(EMBEDDING_PREFIX) and directory is not None:
-                    vectors, word = self._embedding_vectors(word[len(EMBEDDING_PREFIX):], directory)
+                if piece.startswith(EMBEDDING_PREFIX) and directory is not None:
+                    vectors, piece = self._embedding_vectors(piece[len(EMBEDDING_PREFIX):].strip("\n"), directory)
                     if vectors is not None:
                         groups.append([(v, weight) for v in vectors])
-                    if not word:
+                    if not piece:
                         continue
-                groups.append([(t, weight) for t in self._word_ids(word)])
+                groups.append([(t, weight) for t in self._bpe(piece)["input_ids"][1:-1]])
         return pack_chunks(groups)
 
-    def _word_ids(self, word: str) -> list[int]:
-        direct = self.vocab.get(word + "</w>")
-        if direct is not None:
-            return [direct]
-        return self._bpe(word)["input_ids"][1:-1]
+    def _embedding_vectors(self, text: str, directory) -> tuple[torch.Tensor | None, str]:
+        """(vectors or None, text left over to tokenize) for the text after `embedding:`.
 
-    def _embedding_vectors(self, name: str, directory) -> tuple[torch.Tensor | None, str]:
-        """(vectors or None, text left over to tokenize). `embedding:name,` finds `name` and keeps the comma."""
+        The name is the first whitespace-separated word; the rest is left over. A name not found is
+        retried without its trailing commas, which stay in the leftover (`embedding:name,` keeps the comma).
+        A name found nowhere is dropped with a warning, as in ComfyUI.
+        """
+        words = text.split()
+        if not words:
+            return None, ""
+        name, leftover = words[0], " ".join(words[1:])
         path = find_embedding_file(name, directory)
-        leftover = ""
         if path is None:
-            stripped = name.rstrip(",")
+            stripped = name.strip(",")
             if stripped != name:
                 path = find_embedding_file(stripped, directory)
-                leftover = name[len(stripped):]
+                leftover = f"{name[len(stripped):]} {leftover}"
         if path is None:
             logger.warning("embedding:%s not found in %s; ignored", name, directory)
             return None, leftover

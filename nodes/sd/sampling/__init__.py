@@ -5,14 +5,14 @@ Numerics follow ComfyUI (see docs/sampling.md) so that the same seed gives the s
 """
 from .model_sampling import SD1_LATENT_SCALE, ModelSamplingEPS, process_latent_in, process_latent_out
 from .schedulers import SCHEDULERS, SCHEDULER_NAMES, calculate_sigmas, slice_for_advanced
-from .samplers import SAMPLERS, SAMPLER_NAMES
+from .samplers import SAMPLERS, SAMPLER_NAMES, SamplerError
 from .cfg import CFGDenoiser, ControlProvider, InpaintDenoiser
-from .ksampler import prepare_noise, sample
+from .ksampler import SamplerSpec, guided_sample, prepare_noise, sample
 
 __all__ = [
     "SD1_LATENT_SCALE", "ModelSamplingEPS", "process_latent_in", "process_latent_out",
     "SCHEDULERS", "SCHEDULER_NAMES", "calculate_sigmas", "slice_for_advanced",
-    "SAMPLERS", "SAMPLER_NAMES",
+    "SAMPLERS", "SAMPLER_NAMES", "SamplerError",
     "CFGDenoiser", "ControlProvider", "InpaintDenoiser",
-    "prepare_noise", "sample",
+    "SamplerSpec", "guided_sample", "prepare_noise", "sample",
 ]

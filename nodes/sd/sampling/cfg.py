@@ -61,7 +61,11 @@ class _Chunk:
 
 class CFGDenoiser:
     """denoiser(x, sigma_batch) -> x0 = uncond + (cond - uncond) * cfg, both from one batched UNet pass
-    (the uncond pass is skipped entirely when cfg == 1)."""
+    (the uncond pass is skipped entirely when cfg == 1, unless disable_cfg1_optimization is set).
+
+    post_cfg_functions: ComfyUI's sampler_post_cfg_function hook, each fn(args) -> new x0 with args
+    {"denoised", "cond_denoised", "uncond_denoised", "cond_scale", "sigma", "input"}; the CFG++
+    samplers use it (with disable_cfg1_optimization) to read the unconditional prediction."""
 
     def __init__(self, model_fn: ModelFn, model_sampling: ModelSamplingEPS, positive: list, negative: list,
                  cfg: float, *, dtype: torch.dtype | None = None):
@@ -69,6 +73,8 @@ class CFGDenoiser:
         self.conds = [_convert(positive), _convert(negative)]
         self._resolved_for = None
         self.model_calls = 0
+        self.post_cfg_functions: list[Callable[[dict], torch.Tensor]] = []
+        self.disable_cfg1_optimization = False
 
     # -- preparation (ComfyUI's process_conds) ------------------------------------------------
     def _resolve(self, x: torch.Tensor):
@@ -82,9 +88,11 @@ class CFGDenoiser:
                     c["sigma_start"] = self.ms.percent_to_sigma(c["start_percent"])
                 if "end_percent" in c:
                     c["sigma_end"] = self.ms.percent_to_sigma(c["end_percent"])
-        for k, lst in enumerate(conds):   # every area cond gets a same-area partner in the other list
+        for k, lst in enumerate(conds):   # every area cond gets a same-area partner in the other lists
             for c in lst:
-                _add_same_area_partner(conds[1 - k], c)
+                for j, other in enumerate(conds):
+                    if j != k:
+                        _add_same_area_partner(other, c)
         for lst in conds:
             for c in lst:
                 pre_run = getattr(c.get("control"), "pre_run", None)
@@ -97,9 +105,18 @@ class CFGDenoiser:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         self._resolve(x)
         positive, negative = self.prepared
-        skip_uncond = math.isclose(self.cfg, 1.0)
+        skip_uncond = math.isclose(self.cfg, 1.0) and not self.disable_cfg1_optimization
         cond, uncond = self.calc_cond_batch([positive, None if skip_uncond else negative], x, sigma)
-        return uncond + (cond - uncond) * self.cfg
+        return self.apply_cfg(cond, uncond, self.cfg, x, sigma)
+
+    def apply_cfg(self, cond: torch.Tensor, uncond: torch.Tensor, cond_scale: float, x: torch.Tensor,
+                  sigma: torch.Tensor) -> torch.Tensor:
+        """ComfyUI's cfg_function: the CFG mix of two x0 predictions, then the post-CFG functions."""
+        denoised = uncond + (cond - uncond) * cond_scale
+        for fn in self.post_cfg_functions:
+            denoised = fn({"denoised": denoised, "cond_denoised": cond, "uncond_denoised": uncond,
+                           "cond_scale": cond_scale, "sigma": sigma, "input": x})
+        return denoised
 
     def calc_cond_batch(self, cond_lists: list, x: torch.Tensor, sigma: torch.Tensor) -> list[torch.Tensor]:
         """Weighted average prediction per cond list (None = skipped, returns zeros)."""

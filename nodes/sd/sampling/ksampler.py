@@ -1,9 +1,13 @@
-"""The KSampler pipeline (ComfyUI's common_ksampler -> sample -> CFGGuider -> KSAMPLER), for an EPS
-SD1.x UNet: seed -> noise, sigmas, latent scale, initial noising, sampler, scale back."""
+"""The sampling pipeline (ComfyUI's common_ksampler -> sample -> CFGGuider -> KSAMPLER) for an SD1.x
+UNet: seed -> noise, sigmas, latent scale, initial noising, sampler, scale back.
+
+`guided_sample` is the shared core (a guider's denoiser, noise and sigmas given: what
+SamplerCustom / SamplerCustomAdvanced run); `sample` is KSampler / KSamplerAdvanced on top of it."""
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -14,9 +18,25 @@ from .model_sampling import ModelSamplingEPS, process_latent_in, process_latent_
 from .samplers import SAMPLERS
 from .schedulers import calculate_sigmas, slice_for_advanced
 
-# Samplers that blend the kept region of an inpaint with fresh noise (seed + 1) instead of the
-# initial noise: ComfyUI registers "ddim" as euler with inpaint_options={"random": True}.
-RANDOM_INPAINT_NOISE_SAMPLERS = frozenset({"ddim"})
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A SAMPLER socket value: a registered sampler name, its options, and whether an inpaint's kept
+    region is re-noised with its own noise (seed + 1) instead of the initial noise (ComfyUI's
+    inpaint_options={"random": True}, which only "ddim" sets)."""
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    random_inpaint_noise: bool = False
+
+    @classmethod
+    def named(cls, name: str) -> SamplerSpec:
+        """KSampler's sampler_name / KSamplerSelect: the sampler with its default options."""
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(SAMPLERS)}")
+        return cls(name, {}, random_inpaint_noise=name == "ddim")
+
+    def __hash__(self):
+        return hash((self.name, self.random_inpaint_noise, tuple(sorted(map(str, self.options.items())))))
 
 
 def prepare_noise(latent: torch.Tensor, seed: int, batch_index: list[int] | None = None) -> torch.Tensor:
@@ -54,40 +74,27 @@ def is_max_denoise(model_sampling: ModelSamplingEPS, sigmas: torch.Tensor) -> bo
     return math.isclose(sigma_max, first, rel_tol=1e-05) or first > sigma_max
 
 
-def sample(model_fn, model_sampling: ModelSamplingEPS, latent: torch.Tensor, *, seed: int, steps: int,
-           cfg: float, sampler_name: str, scheduler: str, positive: list, negative: list,
-           denoise: float = 1.0, noise_mask: torch.Tensor | None = None, disable_noise: bool = False,
-           start_step: int | None = None, last_step: int | None = None, force_full_denoise: bool = False,
-           batch_index: list[int] | None = None, callback: Callable | None = None,
-           cancel: Callable[[], None] | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """KSampler / KSamplerAdvanced on an unscaled LATENT tensor; returns the unscaled result.
+def guided_sample(denoiser, model_sampling: ModelSamplingEPS, latent: torch.Tensor, noise: torch.Tensor,
+                  sigmas: torch.Tensor, sampler: SamplerSpec, *, seed: int, noise_mask: torch.Tensor | None = None,
+                  callback: Callable | None = None, cancel: Callable[[], None] | None = None) -> torch.Tensor:
+    """Run `sampler` over `sigmas` on an unscaled LATENT tensor with `denoiser` (a CFGDenoiser or a
+    guider built on it); returns the unscaled result. `seed` seeds the sampler's per-step noise.
 
     callback(step, denoised_x0, x, total_steps) runs once per step (for progress and previews)."""
-    if sampler_name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler_name!r}; expected one of {sorted(SAMPLERS)}")
-    if disable_noise:
-        noise = torch.zeros(latent.size(), dtype=latent.dtype, layout=latent.layout, device="cpu")
-    else:
-        noise = prepare_noise(latent, seed, batch_index)
-
-    sigmas = calculate_sigmas(model_sampling, scheduler, steps, denoise=denoise, sampler_name=sampler_name)
-    sigmas = slice_for_advanced(sigmas, start_step, last_step, force_full_denoise)
-    if sigmas is None or len(sigmas) == 0:
+    if len(sigmas) == 0:
         return latent
     device = latent.device
     sigmas, noise = sigmas.to(device), noise.to(device)
-
     # an all-zero latent (EmptyLatentImage) is left unscaled; ComfyUI skips it the same way
     latent_in = process_latent_in(latent) if torch.count_nonzero(latent) > 0 else latent
-    cfg_denoiser = CFGDenoiser(model_fn, model_sampling, positive, negative, cfg, dtype=dtype)
-    denoiser = cfg_denoiser
+    wrapped = denoiser
     if noise_mask is not None:
         inpaint_noise = noise
-        if sampler_name in RANDOM_INPAINT_NOISE_SAMPLERS:
+        if sampler.random_inpaint_noise:
             generator = torch.Generator("cpu").manual_seed((seed + 1) % 2 ** 64)
             inpaint_noise = torch.randn(noise.shape, generator=generator, device="cpu").to(noise.dtype).to(device)
-        denoiser = InpaintDenoiser(cfg_denoiser, model_sampling, latent_in, inpaint_noise,
-                                   prepare_mask(noise_mask, noise.shape, device))
+        wrapped = InpaintDenoiser(denoiser, model_sampling, latent_in, inpaint_noise,
+                                  prepare_mask(noise_mask, noise.shape, device))
 
     x = model_sampling.noise_scaling(sigmas[0], noise, latent_in, is_max_denoise(model_sampling, sigmas))
     total_steps = len(sigmas) - 1
@@ -95,9 +102,30 @@ def sample(model_fn, model_sampling: ModelSamplingEPS, latent: torch.Tensor, *, 
     def step_callback(info):
         callback(info["i"], info["denoised"], info["x"], total_steps)
     try:
-        samples = SAMPLERS[sampler_name](denoiser, x, sigmas, seed=seed, callback=step_callback if callback else None,
-                                           cancel=cancel)
+        samples = SAMPLERS[sampler.name](wrapped, x, sigmas, seed=seed, callback=step_callback if callback else None,
+                                         cancel=cancel, model_sampling=model_sampling, **sampler.options)
     finally:
-        cfg_denoiser.cleanup()
+        getattr(denoiser, "cleanup", lambda: None)()
     samples = model_sampling.inverse_noise_scaling(sigmas[-1], samples)
     return process_latent_out(samples.to(torch.float32))
+
+
+def sample(model_fn, model_sampling: ModelSamplingEPS, latent: torch.Tensor, *, seed: int, steps: int,
+           cfg: float, sampler_name: str, scheduler: str, positive: list, negative: list,
+           denoise: float = 1.0, noise_mask: torch.Tensor | None = None, disable_noise: bool = False,
+           start_step: int | None = None, last_step: int | None = None, force_full_denoise: bool = False,
+           batch_index: list[int] | None = None, callback: Callable | None = None,
+           cancel: Callable[[], None] | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """KSampler / KSamplerAdvanced on an unscaled LATENT tensor; returns the unscaled result."""
+    sampler = SamplerSpec.named(sampler_name)
+    if disable_noise:
+        noise = torch.zeros(latent.size(), dtype=latent.dtype, layout=latent.layout, device="cpu")
+    else:
+        noise = prepare_noise(latent, seed, batch_index)
+    sigmas = calculate_sigmas(model_sampling, scheduler, steps, denoise=denoise, sampler_name=sampler_name)
+    sigmas = slice_for_advanced(sigmas, start_step, last_step, force_full_denoise)
+    if sigmas is None:
+        return latent
+    denoiser = CFGDenoiser(model_fn, model_sampling, positive, negative, cfg, dtype=dtype)
+    return guided_sample(denoiser, model_sampling, latent, noise, sigmas, sampler, seed=seed, noise_mask=noise_mask,
+                         callback=callback, cancel=cancel)

@@ -24,6 +24,7 @@ def conditioning(n=1):
 
 def test_node_definitions_match_comfyui():
     assert NODE_DISPLAY_NAME_MAPPINGS == {"ControlNetLoader": "Load ControlNet Model",
+                                          "DiffControlNetLoader": "Load ControlNet Model (diff)",
                                           "ControlNetApply": "Apply ControlNet (OLD)",
                                           "ControlNetApplyAdvanced": "Apply ControlNet"}
     registry = NodeRegistry()
@@ -31,6 +32,9 @@ def test_node_definitions_match_comfyui():
     loader = registry.get("ControlNetLoader").info()
     assert loader["category"] == "loaders" and loader["output"] == ["CONTROL_NET"]
     assert list(loader["input"]["required"]) == ["control_net_name"]
+    diff = registry.get("DiffControlNetLoader").info()
+    assert diff["category"] == "loaders" and diff["output"] == ["CONTROL_NET"]
+    assert list(diff["input"]["required"]) == ["model", "control_net_name"]
     old = registry.get("ControlNetApply").info()
     assert old["category"] == "conditioning/controlnet" and old.get("deprecated") is True
     assert list(old["input"]["required"]) == ["conditioning", "control_net", "image", "strength"]

@@ -107,10 +107,17 @@ def test_dpm_2_vs_diffusers():
 
 
 def test_lms_vs_diffusers():
+    """ComfyUI's LMS lands on D(x, sigma_{n-1}) instead of taking the last multistep step to 0:
+    diffusers' LMSDiscrete runs all but that step, then the exact denoiser finishes."""
     from diffusers import LMSDiscreteScheduler
     s = make(LMSDiscreteScheduler, 10)
     x = start(s.sigmas)
-    close(run("lms", s.sigmas, x), drive_k(s, x, lambda s: s.sigmas[s.step_index], order=4))
+    sample = x.clone()
+    for t in s.timesteps[:-1]:
+        s.scale_model_input(sample, t)
+        sample = s.step(eps_at(sample, s.sigmas[s.step_index].double()), t, sample, order=4).prev_sample
+    expected = toy_denoiser(sample, s.sigmas[-2].double().reshape(1).expand(SHAPE[0]))
+    close(run("lms", s.sigmas, x), expected)
 
 
 def test_dpmpp_2m_vs_diffusers():
@@ -168,6 +175,37 @@ def test_dpmpp_2m_sde_vs_diffusers():
     close(run("dpmpp_2m_sde", s.sigmas, x, noise_sampler=lambda *_: next(calls)), sample)
 
 
+def test_dpmpp_2m_sde_heun_vs_diffusers():
+    from diffusers import DPMSolverMultistepScheduler
+    s = make(DPMSolverMultistepScheduler, 10, algorithm_type="sde-dpmsolver++", solver_order=2, solver_type="heun")
+    x = start(s.sigmas)
+    noises = [torch.randn(SHAPE, generator=torch.Generator().manual_seed(200 + i), dtype=torch.float64)
+              for i in range(len(s.timesteps))]
+    sample = x / torch.sqrt(1 + s.sigmas[0].double() ** 2)
+    for i, t in enumerate(s.timesteps):
+        sigma = s.sigmas[i].double()
+        sample = s.step(eps_at(sample * torch.sqrt(1 + sigma ** 2), sigma), t, sample,
+                        variance_noise=noises[i]).prev_sample
+    calls = iter(noises)
+    close(run("dpmpp_2m_sde_heun", s.sigmas, x, noise_sampler=lambda *_: next(calls)), sample)
+
+
+def test_ddpm_vs_diffusers():
+    """DDPM ancestral steps between training timesteps, 'fixed_small' variance, same noise draws."""
+    from diffusers import DDPMScheduler
+    s = DDPMScheduler(**TRAIN, clip_sample=False)
+    s.set_timesteps(timesteps=[999, 850, 600, 420, 250, 120, 40])
+    abar = s.alphas_cumprod.double()[s.timesteps]
+    sigmas = torch.cat([((1 - abar) / abar).sqrt(), torch.zeros(1, dtype=torch.float64)])
+    x = start(sigmas)
+    generator = torch.Generator().manual_seed(11)
+    sample = x / torch.sqrt(1 + sigmas[0] ** 2)
+    for i, t in enumerate(s.timesteps):
+        x_k = sample * torch.sqrt(1 + sigmas[i] ** 2)
+        sample = s.step(eps_at(x_k, sigmas[i]), t, sample, generator=generator).prev_sample
+    close(run("ddpm", sigmas, x, noise_sampler=recorded_noise(11)), sample)
+
+
 def test_dpmpp_sde_vs_diffusers():
     from diffusers import DPMSolverSDEScheduler
     s = make(DPMSolverSDEScheduler, 6)
@@ -208,10 +246,81 @@ def test_lcm_vs_hand_written_steps():
     close(run("lcm", sig, x, noise_sampler=recorded_noise(9)), ref)
 
 
+# -- CFG++ ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cfg_pp, base", [("euler_cfg_pp", "euler"), ("euler_ancestral_cfg_pp", "euler_ancestral"),
+                                          ("dpmpp_2m_cfg_pp", "dpmpp_2m"), ("res_multistep_cfg_pp", "res_multistep"),
+                                          ("res_multistep_ancestral_cfg_pp", "res_multistep_ancestral"),
+                                          ("gradient_estimation_cfg_pp", "gradient_estimation")])
+def test_cfg_pp_equals_its_base_sampler_when_uncond_equals_cond(cfg_pp, base):
+    """With uncond = cond, re-noising along the unconditional prediction is the ordinary step.
+    (Not dpmpp_2s_ancestral_cfg_pp: ComfyUI 0.3.64 shifts its second stage by D - D_uncond(x_2), which
+    stays non-zero; its conformance case pins that.)"""
+    sig = SCHEDULERS["karras"](ModelSamplingEPS(), 8).double()
+    x = start(sig)
+    close(SAMPLERS[cfg_pp](ToyCFG(cfg=4.0), x, sig, seed=5), SAMPLERS[base](ToyCFG(cfg=4.0), x, sig, seed=5), tol=1e-9)
+
+
+def test_euler_cfg_pp_is_the_papers_update():
+    """CFG++ (Chung et al. 2024, Algorithm 1 in the sigma form): x' = D_cfg + sigma' * eps_uncond, with
+    eps_uncond = (x - D_uncond) / sigma; the last step returns D_cfg."""
+    sig = SCHEDULERS["karras"](ModelSamplingEPS(), 6).double()
+    x = start(sig)
+    guided = ToyCFG(cfg=3.0, uncond_shift=0.3)
+    ref = x.clone()
+    for i in range(len(sig) - 1):
+        s_b = sig[i].reshape(1).expand(SHAPE[0])
+        cond = toy_denoiser(ref, s_b)
+        uncond = cond + 0.3 * sig[i]
+        d_cfg = uncond + (cond - uncond) * 3.0
+        ref = d_cfg if sig[i + 1] == 0 else d_cfg + sig[i + 1] * (ref - uncond) / sig[i]
+    close(SAMPLERS["euler_cfg_pp"](guided, x, sig, seed=0), ref, tol=1e-9)
+    plain = SAMPLERS["euler"](ToyCFG(cfg=3.0, uncond_shift=0.3), x, sig, seed=0)
+    assert (plain - ref).abs().max() > 1e-3          # and it is not plain Euler
+
+
+def test_cfg_pp_needs_a_cfg_denoiser():
+    from nodes.sd.sampling import SamplerError
+    sig = SCHEDULERS["karras"](ModelSamplingEPS(), 3)
+    with pytest.raises(SamplerError, match="euler_cfg_pp.*classifier-free guidance"):
+        SAMPLERS["euler_cfg_pp"](toy_denoiser, start(sig), sig, seed=0)
+
+
 # -- behaviour shared by all samplers ---------------------------------------------------------------
+class ToyCFG:
+    """The toy denoiser behind the CFG denoiser's interface: cond = toy_denoiser, uncond = toy_denoiser
+    shifted by `uncond_shift` (0: the two agree), mixed with `cfg`, post-CFG functions applied."""
+
+    def __init__(self, cfg=1.0, uncond_shift=0.0, dtype=None):
+        self.cfg, self.shift, self.dtype = cfg, uncond_shift, dtype
+        self.post_cfg_functions, self.disable_cfg1_optimization = [], False
+
+    def __call__(self, x, sigma):
+        cond = toy_denoiser(x, sigma).to(self.dtype or x.dtype)
+        uncond = cond + self.shift * sigma.to(cond.dtype).view(-1, 1, 1, 1)
+        denoised = uncond + (cond - uncond) * self.cfg
+        for fn in self.post_cfg_functions:
+            denoised = fn({"denoised": denoised, "cond_denoised": cond, "uncond_denoised": uncond,
+                           "cond_scale": self.cfg, "sigma": sigma, "input": x})
+        return denoised
+
+
+COMFY_SAMPLER_NAMES = [  # ComfyUI 0.3.64's KSampler.SAMPLERS, in its order
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
+    "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
+    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm",
+    "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
+    "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2"]
+STOCHASTIC = ["euler_ancestral", "euler_ancestral_cfg_pp", "dpm_2_ancestral", "dpmpp_2s_ancestral",
+              "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
+              "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm",
+              "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "er_sde", "seeds_2", "seeds_3",
+              "sa_solver", "sa_solver_pece"]
+
+
 def test_sampler_names_follow_comfyui_order():
-    assert SAMPLER_NAMES == ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_sde",
-                             "dpmpp_2m", "dpmpp_2m_sde", "lcm", "ddim", "uni_pc", "uni_pc_bh2"]
+    assert SAMPLER_NAMES == COMFY_SAMPLER_NAMES
     assert set(SAMPLER_NAMES) == set(SAMPLERS)
 
 
@@ -220,16 +329,24 @@ def test_callback_cancel_and_convergence_in_float32(name):
     sig = SCHEDULERS["karras"](ModelSamplingEPS(), 12)
     x = start(sig).float()
     seen = []
-    denoiser = lambda x, sigma: toy_denoiser(x, sigma).float()
+    denoiser = ToyCFG(dtype=torch.float32)
     out = SAMPLERS[name](denoiser, x, sig, seed=3, callback=seen.append)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
-    assert [info["i"] for info in seen] == list(range(12))
+    steps = [info["i"] for info in seen]
+    if name == "dpm_fast":        # third-order steps: 12 model calls in 5 steps
+        assert steps == list(range(5))
+    elif name == "dpm_adaptive":  # one report per attempted step, however many the error control takes
+        assert steps == list(range(len(steps))) and len(steps) > 2
+    else:
+        assert steps == list(range(12))
     assert set(seen[0]) == {"i", "x", "sigma", "sigma_hat", "denoised"}
     z = (out.double() - MU) / VAR.sqrt()          # a draw from the data: |N(0, 1)| has mean 0.80
-    if name != "lcm":                             # lcm assumes a consistency model; it shrinks here
+    if name not in ("lcm", "dpm_fast", "dpm_adaptive"):
+        # lcm assumes a consistency model (it shrinks here); dpm_fast / dpm_adaptive stop at sigma_min
         assert 0.55 < z.abs().mean() < 1.05
     again = SAMPLERS[name](denoiser, x, sig, seed=3)
     assert torch.equal(out, again)                                        # same seed, same result
+    assert denoiser.post_cfg_functions == [] and not denoiser.disable_cfg1_optimization  # CFG++ cleans up
 
     class Cancelled(Exception):
         pass
@@ -242,20 +359,28 @@ def test_callback_cancel_and_convergence_in_float32(name):
     with pytest.raises(Cancelled):
         SAMPLERS[name](denoiser, x, sig, seed=3, cancel=cancel)
     assert len(polls) == 3
+    assert denoiser.post_cfg_functions == []
 
 
-@pytest.mark.parametrize("name", ["euler_ancestral", "dpm_2_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "lcm"])
+@pytest.mark.parametrize("name", STOCHASTIC)
 def test_stochastic_samplers_depend_on_seed(name):
     sig = SCHEDULERS["karras"](ModelSamplingEPS(), 5)
     x = start(sig).float()
-    assert not torch.equal(SAMPLERS[name](toy_denoiser, x, sig, seed=1), SAMPLERS[name](toy_denoiser, x, sig, seed=2))
+    assert not torch.equal(SAMPLERS[name](ToyCFG(), x, sig, seed=1), SAMPLERS[name](ToyCFG(), x, sig, seed=2))
+
+
+@pytest.mark.parametrize("name", sorted(set(SAMPLER_NAMES) - set(STOCHASTIC)))
+def test_deterministic_samplers_ignore_seed(name):
+    sig = SCHEDULERS["karras"](ModelSamplingEPS(), 5)
+    x = start(sig).float()
+    assert torch.equal(SAMPLERS[name](ToyCFG(), x, sig, seed=1), SAMPLERS[name](ToyCFG(), x, sig, seed=2))
 
 
 def test_trivial_schedules_return_x():
     x = torch.randn(SHAPE)
     for name in SAMPLER_NAMES:
-        assert SAMPLERS[name](toy_denoiser, x, torch.tensor([]), seed=0) is x
-        assert SAMPLERS[name](toy_denoiser, x, torch.tensor([1.0]), seed=0) is x
+        assert SAMPLERS[name](ToyCFG(), x, torch.tensor([]), seed=0) is x
+        assert SAMPLERS[name](ToyCFG(), x, torch.tensor([1.0]), seed=0) is x
 
 
 def test_uni_pc_single_step_returns_rescaled_input_like_comfyui():
@@ -267,13 +392,15 @@ def test_uni_pc_single_step_returns_rescaled_input_like_comfyui():
 
 # -- noise samplers ---------------------------------------------------------------------------------
 def test_default_noise_sampler_seeding():
+    """ComfyUI 0.3.64: a generator on x's device seeded with the seed itself, one randn per step (on the
+    CPU the first draw therefore repeats the initial noise; the conformance cases pin this)."""
     x = torch.zeros(SHAPE)
     draws = default_noise_sampler(x, 42)
-    g = torch.Generator().manual_seed(43)   # CPU: seed + 1, see noise.py
+    g = torch.Generator().manual_seed(42)
     assert torch.equal(draws(None, None), torch.randn(SHAPE, generator=g))
     assert torch.equal(draws(None, None), torch.randn(SHAPE, generator=g))
     assert torch.equal(default_noise_sampler(x, 2 ** 64 - 1)(None, None),
-                       torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)))
+                       torch.randn(SHAPE, generator=torch.Generator().manual_seed(2 ** 64 - 1)))
 
 
 def test_brownian_tree_matches_torchsde_seeded_like_k_diffusion():
