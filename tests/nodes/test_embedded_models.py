@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from nodegraph import cli, folders
-from nodes.default_model import (DEFAULT_CHECKPOINT, DEMO_CONTROLNET, DEMO_DIR, DEMO_LORA, ensure_default_checkpoint,
-                                 offer_demo_models)
+from nodes.default_model import (DEFAULT_CHECKPOINT, DEMO_CONTROLNET, DEMO_DEPTH_CONTROLNET, DEMO_DEPTH_MODEL, DEMO_DIR,
+                                 DEMO_LORA, ensure_default_checkpoint, offer_demo_models)
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
@@ -48,6 +48,18 @@ def test_demo_models_are_listed_from_the_package_and_nothing_is_written(tmp_path
     assert DEMO_LORA in layout.list_models("loras") and DEMO_CONTROLNET in layout.list_models("controlnet")
     assert DEFAULT_CHECKPOINT not in layout.list_models("loras")
     assert layout.model_path("checkpoints", DEFAULT_CHECKPOINT) == DEMO_DIR / DEFAULT_CHECKPOINT
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.skipif(not (DEMO_DIR / DEMO_DEPTH_MODEL).is_dir(), reason="no demo depth pair ships")
+def test_the_depth_pair_is_offered_too(tmp_path):
+    from nodes.preprocess.depth import find_depth_model
+
+    layout = folders.Folders(tmp_path)
+    offer_demo_models(layout)
+    assert layout.list_model_dirs("depth") == [DEMO_DEPTH_MODEL]
+    assert find_depth_model(DEMO_DEPTH_MODEL, layout) == DEMO_DIR / DEMO_DEPTH_MODEL
+    assert DEMO_DEPTH_CONTROLNET in layout.list_models("controlnet")
     assert not (tmp_path / "models").exists()
 
 

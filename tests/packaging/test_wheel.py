@@ -88,6 +88,8 @@ def test_wheel_holds_engine_library_models_editor_and_examples_but_no_fixtures(d
             "nodegraph/web/src/main.js", "nodegraph/examples/txt2img.json",
             "nodes/sd/demo/nodegraph-demo.safetensors"} <= names
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"nodegraph", "nodes"}
+    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "nodes/sd/demo").rglob("*") if p.is_file()}
+    assert shipped <= names, shipped - names  # every demo file, the depth estimator's folder included
     models = sorted(n for n in names if n.endswith((".safetensors", ".ckpt", ".pt", ".pth", ".bin")))
     assert all(n.startswith("nodes/sd/demo/nodegraph-demo") for n in models), models
     assert not any("tiny" in n and not n.endswith(".py") for n in names)
@@ -116,9 +118,13 @@ for line in requires("nodegraph"):
     assert version.returncode == 0 and version.stdout.startswith("nodegraph ")
 
 
-def test_run_an_example_writes_a_png_and_no_model_files(venv, tmp_path):
+EXAMPLES = ["txt2img"] + (["controlnet_depth"] if (ROOT / "workflows" / "controlnet_depth.json").exists() else [])
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_run_an_example_writes_a_png_and_no_model_files(venv, tmp_path, example):
     home = tmp_path / "home"
-    result = run([venv / "bin" / "nodegraph", "-q", "--base-dir", home, "run", "--example", "txt2img",
+    result = run([venv / "bin" / "nodegraph", "-q", "--base-dir", home, "run", "--example", example,
                   "--set", "KSampler.steps=3"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     pngs = [Path(p) for p in result.stdout.split() if p.endswith(".png")]
