@@ -100,6 +100,11 @@ class Folders:
                 dirs.append(extra)
         return list(dict.fromkeys(dirs))
 
+    def extra_folders_spec(self) -> dict[str, dict[str, list[str]]]:
+        """The extra_model_paths folders as JSON, for a worker that builds its own layout (Ray)."""
+        return {"extra": {k: [str(p) for p in v] for k, v in self.extra.items()},
+                "extra_first": {k: [str(p) for p in v] for k, v in self.extra_first.items()}}
+
     def offer_embedded(self, kind: str, name: str, path: Path) -> None:
         """List `path` (a model file or folder shipped with the code) under `name` in `kind`'s folders,
         after the user's own files; a user's file of the same name wins. Nothing is copied."""

@@ -2,6 +2,8 @@
 
 Attribute names follow the original LDM code (`to_q`, `attn2`, `ff.net.0.proj`, `proj_in`, ...) so the
 parameter names equal the checkpoint keys and LoRA / ControlNet weights map onto them directly.
+Model-option patches (nodes/sd/model_options.py) reach the transformer blocks through a PatchContext;
+without one, or with no attention patches in it, the blocks run their plain path.
 """
 from __future__ import annotations
 
@@ -9,6 +11,15 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+from .model_options import AttentionPatches, PatchContext
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """softmax(q kᵀ / sqrt(d)) v over `heads` heads: (B, T, h·d), (B, S, h·d), (B, S, h·d) -> (B, T, h·d)."""
+    q, k, v = (rearrange(t, "b t (h d) -> b h t d", h=heads) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v)  # (B, h, T, d); scale d^-0.5 as in LDM
+    return rearrange(out, "b h t d -> b t (h d)")
 
 
 class CrossAttention(nn.Module):
@@ -24,12 +35,38 @@ class CrossAttention(nn.Module):
         self.to_v = nn.Linear(context_dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(0.0))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                value: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context  # x: (B, T, C), context: (B, S, Cc)
-        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
-        q, k, v = (rearrange(t, "b t (h d) -> b h t d", h=self.heads) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, T, d); scale d^-0.5 as in LDM
-        return self.to_out(rearrange(out, "b h t d -> b t (h d)"))
+        value = context if value is None else value  # a patch may give the values their own source
+        return self.to_out(attention(self.to_q(x), self.to_k(context), self.to_v(value), self.heads))
+
+    def patched(self, x: torch.Tensor, context: torch.Tensor | None, patches: AttentionPatches,
+                pc: PatchContext) -> torch.Tensor:
+        """The attention with model-option patches: input patches on (x, context, value), a replacement
+        of the attention itself at this site if one is set, output patches on the result."""
+        pc.heads, pc.dim_head = self.heads, self.to_q.out_features // self.heads
+        value = None
+        if patches.input:
+            context = x if context is None else context
+            value = context
+            for patch in patches.input:
+                x, context, value = patch(x, context, value, pc)
+            if context.shape[0] != x.shape[0]:
+                # A patch batched the queries differently (HyperTile tiles only them): ComfyUI's attention
+                # kernels then view keys and values with the queries' batch size; do the same.
+                context = context.reshape(x.shape[0], -1, context.shape[-1])
+                value = value.reshape(x.shape[0], -1, value.shape[-1])
+        replacement = patches.replacement_at(pc.block, pc.block_index)
+        if replacement is None:
+            out = self(x, context, value)
+        else:
+            context = x if context is None else context
+            value = context if value is None else value
+            out = self.to_out(replacement(self.to_q(x), self.to_k(context), self.to_v(value), pc))
+        for patch in patches.output:
+            out = patch(out, pc)
+        return out
 
 
 class GEGLU(nn.Module):
@@ -67,9 +104,19 @@ class BasicTransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, pc: PatchContext | None = None) -> torch.Tensor:
+        if pc is not None and pc.patches.transformer_active:
+            return self._forward_patched(x, context, pc)
         x = x + self.attn1(self.norm1(x))
         x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+    def _forward_patched(self, x: torch.Tensor, context: torch.Tensor, pc: PatchContext) -> torch.Tensor:
+        patches = pc.patches
+        x = x + self.attn1.patched(self.norm1(x), None, patches.self_attention, pc)
+        for patch in patches.after_self_attention:
+            x = patch(x, pc)
+        x = x + self.attn2.patched(self.norm2(x), context, patches.cross_attention, pc)
         return x + self.ff(self.norm3(x))
 
 
@@ -89,12 +136,18 @@ class SpatialTransformer(nn.Module):
         )
         self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, pc: PatchContext | None = None) -> torch.Tensor:
         _, _, h, w = x.shape  # (B, C, H, W)
         x_in = x
         x = self.proj_in(self.norm(x))
         x = rearrange(x, "b c h w -> b (h w) c")
-        for block in self.transformer_blocks:
-            x = block(x, context)
+        if pc is not None:
+            pc.activations_shape = tuple(x_in.shape)
+        for i, block in enumerate(self.transformer_blocks):
+            if pc is not None:
+                pc.block_index = i
+            x = block(x, context, pc)
+        if pc is not None:
+            pc.transformer_index += 1
         x = rearrange(x, "b (h w) c -> b c h w", h=h, w=w)
         return self.proj_out(x) + x_in

@@ -1,4 +1,5 @@
-"""ModelPatcher: the MODEL socket type — a torch module plus the weight patches (LoRA …) and sampler options on it.
+"""ModelPatcher: the MODEL socket type — a torch module plus the weight patches (LoRA …) and the sampling
+options (nodes/sd/model_options.py) on it.
 
 Clones share the module and its backups; only one clone's patches are written into the module at a time.
 """
@@ -15,6 +16,8 @@ import torch
 from torch import nn
 
 from nodes.sd.lora import Adapter
+from nodes.sd.model_options import NO_OPTIONS, ModelOptions
+from nodes.sd.sampling.model_sampling import ModelSampling, ModelSamplingEPS
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +53,8 @@ def _state_for(module: nn.Module) -> _SharedState:
         return state
 
 
-def _copy_options(value: Any) -> Any:
-    """Copy the dict/list structure of model_options; leave the hooks and tensors in it shared."""
-    if isinstance(value, dict):
-        return {k: _copy_options(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy_options(v) for v in value]
-    return value
+# What an SD1.x checkpoint samples as unless a ModelSampling* node says otherwise; stateless, shared.
+SD1_MODEL_SAMPLING = ModelSamplingEPS()
 
 
 class ModelPatcher:
@@ -66,6 +64,9 @@ class ModelPatcher:
     and cast back to the weight's dtype. Patching is lazy and idempotent: the patch set written into the module
     is remembered (on state shared by all clones), so patching the same clone again costs nothing, and patching
     another clone first restores the originals.
+
+    `options` (ModelOptions, immutable) holds what changes sampling without touching weights; patch nodes
+    return `model.with_options(model.options.with_...(...))`.
     """
 
     def __init__(self, model: nn.Module, load_device: Device = "cpu", offload_device: Device = "cpu"):
@@ -74,7 +75,7 @@ class ModelPatcher:
         self.offload_device = torch.device(offload_device)
         self.patches: dict[str, list[tuple[float, Adapter]]] = {}
         self.patches_uuid = uuid.uuid4().hex
-        self.model_options: dict[str, Any] = {"transformer_options": {}}
+        self.options: ModelOptions = NO_OPTIONS
         self._state = _state_for(model)
 
     # -- cloning and patch bookkeeping --------------------------------------------------------------
@@ -85,8 +86,19 @@ class ModelPatcher:
         n.model, n.load_device, n.offload_device, n._state = self.model, self.load_device, self.offload_device, self._state
         n.patches = {k: list(v) for k, v in self.patches.items()}
         n.patches_uuid = self.patches_uuid  # same patches ⇒ same merged weights: no re-merge when switching
-        n.model_options = _copy_options(self.model_options)
+        n.options = self.options  # immutable: sharing it is copying it
         return n
+
+    def with_options(self, options: ModelOptions) -> ModelPatcher:
+        """A clone that samples with `options` (same weights and weight patches)."""
+        n = self.clone()
+        n.options = options
+        return n
+
+    @property
+    def model_sampling(self) -> ModelSampling:
+        """The schedule and parameterisation to sample with: a ModelSampling* node's choice, else SD1's."""
+        return self.options.model_sampling or SD1_MODEL_SAMPLING
 
     def is_clone(self, other: Any) -> bool:
         return isinstance(other, ModelPatcher) and other.model is self.model
@@ -97,6 +109,13 @@ class ModelPatcher:
 
     def _weights(self) -> dict[str, torch.Tensor]:
         return dict(self.model.state_dict(keep_vars=True))
+
+    def _tensor(self, key: str) -> torch.Tensor:
+        """One parameter or buffer by name, without listing them all."""
+        try:
+            return self.model.get_parameter(key)
+        except AttributeError:
+            return self.model.get_buffer(key)
 
     def fitting_keys(self, patches: Mapping[str, Adapter]) -> set[str]:
         """The keys of `patches` that name a weight of this module whose size matches the adapter's ΔW."""
@@ -127,17 +146,32 @@ class ModelPatcher:
         return used
 
     def patched_keys(self) -> set[str]:
-        """Keys with at least one patch of non-zero strength — the weights `patch_model` will change."""
-        return {k for k, plist in self.patches.items() if any(s != 0 for s, _ in plist)}
+        """Keys with at least one patch that changes the weight (non-zero strength, or a merge that scales
+        the weight itself) — the weights `patch_model` will change."""
+        return {k for k, plist in self.patches.items() if any(a.changes_weight(s) for s, a in plist)}
+
+    def weight(self, key: str, device: Device | None = None) -> torch.Tensor:
+        """This clone's weight `key` (the original with this clone's patches) in fp32, computed aside:
+        the module is not touched, whichever clone's patches it holds. For merges and for saving."""
+        state = self._state
+        with state.lock, torch.inference_mode(False), torch.no_grad():
+            original = state.backup.get(key)
+            if original is None:
+                original = self._tensor(key).data
+            device = torch.device(device) if device is not None else original.device
+            if not any(a.changes_weight(s) for s, a in self.patches.get(key, ())):
+                return original.to(device=device, dtype=torch.float32, copy=True)
+            return self.patched_weight(key, original.to(torch.float32), device)
 
     # -- writing weights -----------------------------------------------------------------------------
 
     def patched_weight(self, key: str, original: torch.Tensor, device: Device | None = None) -> torch.Tensor:
-        """original + Σ strength·ΔW in fp32 on `device`, cast back to the original dtype. Zero strengths are skipped."""
+        """original + Σ strength·ΔW in fp32 on `device`, cast back to the original dtype. Patches that
+        change nothing (zero strength) are skipped."""
         device = torch.device(device) if device is not None else original.device
         w = original.to(device=device, dtype=torch.float32, copy=True)
         for strength, adapter in self.patches.get(key, ()):
-            if strength != 0:
+            if adapter.changes_weight(strength):
                 try:
                     adapter.add_to(w, strength)
                 except (ValueError, RuntimeError) as e:
@@ -233,6 +267,9 @@ class ModelPatcher:
         yield from module_parts(self.model)
         adapters = {id(a): a for plist in self.patches.values() for _, a in plist}
         yield from tensor_parts(t for a in adapters.values() for t in vars(a).values() if isinstance(t, torch.Tensor))
+        for adapter in adapters.values():  # a merge holds another model's weights, not tensors of its own
+            if hasattr(adapter, "memory_parts"):
+                yield from adapter.memory_parts()
 
     def patches_size(self) -> int:
         """Bytes held by this clone's adapters (the extra memory a LoRA clone costs)."""

@@ -2,6 +2,7 @@
 
 Parameter names equal the checkpoint keys after `model.diffusion_model.` so weights load with
 `load_state_dict(strict=True)`. The encoder builders are public so a ControlNet can copy the encoder.
+Model-option patches (nodes/sd/model_options.py) come in through `forward(..., patch_context=...)`.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nodes.sd.attention import SpatialTransformer
+from nodes.sd.model_options import PatchContext
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +107,12 @@ class Upsample(nn.Module):
 class TimestepSequential(nn.Sequential):
     """A UNet block: children receive what they need (ResBlock the embedding, transformers the context)."""
 
-    def forward(self, x, emb, context, output_size=None):
+    def forward(self, x, emb, context, output_size=None, pc: PatchContext | None = None):
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
-                x = layer(x, context)
+                x = layer(x, context, pc)
             elif isinstance(layer, Upsample):
                 x = layer(x, output_size)
             else:
@@ -213,18 +215,32 @@ class UNetModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.out[2].weight.dtype
 
+    def attention_sites(self) -> list[tuple[str, int, int]]:
+        """(block, number, index) of every transformer block: where attention patches can act."""
+        sites = []
+        for name, blocks in (("input", self.input_blocks), ("middle", [self.middle_block]), ("output", self.output_blocks)):
+            for number, block in enumerate(blocks):
+                for layer in block:
+                    if isinstance(layer, SpatialTransformer):
+                        sites += [(name, number, i) for i in range(len(layer.transformer_blocks))]
+        return sites
+
     def forward(
         self,
         x: torch.Tensor,
         timesteps: torch.Tensor,
         context: torch.Tensor,
         control: dict[str, list[torch.Tensor | None]] | None = None,
+        patch_context: PatchContext | None = None,
     ) -> torch.Tensor:
         """x (B, in_ch, H, W), timesteps (B,) or scalar, context (B, T, context_dim) → eps (B, out_ch, H, W).
 
         `control`: ControlNet residuals `{"input"?, "middle": [1], "output": [one per input block]}`;
         output residual k is added to the skip of input block k. The caller's lists are not modified.
+        `patch_context`: model-option patches for this evaluation (None, or one whose patches are all empty,
+        runs the plain network).
         """
+        pc = patch_context if patch_context is not None and patch_context.patches.active else None
         in_dtype = x.dtype
         x, context = x.to(self.dtype), context.to(self.dtype)
         timesteps = torch.as_tensor(timesteps, device=x.device)
@@ -233,13 +249,29 @@ class UNetModel(nn.Module):
         control = {k: list(v) for k, v in control.items() if v is not None} if control else None
 
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(self.dtype))  # (B, 4C)
+        if pc is not None:
+            pc.original_shape, pc.transformer_index = tuple(x.shape), 0
         h, hs = x, []
         for i, block in enumerate(self.input_blocks):
-            h = _apply_control(block(h, emb, context), control, "input", i)
+            if pc is not None:
+                pc.block = ("input", i)
+            h = _apply_control(block(h, emb, context, pc=pc), control, "input", i)
+            if pc is not None:
+                for patch in pc.patches.input_block:
+                    h = patch(h, pc)
             hs.append(h)
-        h = _apply_control(self.middle_block(h, emb, context), control, "middle", 0)
+            if pc is not None:
+                for patch in pc.patches.input_block_after_skip:
+                    h = patch(h, pc)
+        if pc is not None:
+            pc.block = ("middle", 0)
+        h = _apply_control(self.middle_block(h, emb, context, pc=pc), control, "middle", 0)
         for i, block in enumerate(self.output_blocks):
             skip = _apply_control(hs.pop(), control, "output", len(hs))
+            if pc is not None:
+                pc.block = ("output", i)
+                for patch in pc.patches.output_block:
+                    h, skip = patch(h, skip, pc)
             h = torch.cat([h, skip], dim=1)
-            h = block(h, emb, context, output_size=hs[-1].shape[-2:] if hs else None)
+            h = block(h, emb, context, output_size=hs[-1].shape[-2:] if hs else None, pc=pc)
         return self.out(h).to(in_dtype)

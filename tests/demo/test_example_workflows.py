@@ -80,3 +80,19 @@ def test_the_depth_example_puts_the_shape_where_the_depth_map_is_near(setup):
     verdict = judge(draw(setup, "controlnet_depth.json"))
     assert verdict.colour == "purple" and verdict.shape == "square", verdict
     assert iou(verdict.mask, target) >= 0.7
+
+
+def test_the_latent_upscale_example_keeps_its_subject_at_twice_the_size(setup):
+    image = draw(setup, "latent_upscale.json")
+    assert image.shape == (128, 128, 3)
+    verdict = judge(np.asarray(Image.fromarray(image).resize((64, 64), Image.Resampling.BOX)))
+    assert (verdict.colour, verdict.shape) == ("green", "triangle"), verdict
+
+
+def test_the_noisy_latent_composition_example_puts_each_subject_in_its_half(setup):
+    """Two subjects sampled apart for the first steps, pasted side by side, finished together."""
+    image = draw(setup, "noisy_latent_composition.json")
+    assert image.shape == (64, 128, 3)
+    left, right = judge(image[:, :64]), judge(image[:, 64:])
+    assert (left.colour, left.shape) == ("red", "circle"), left
+    assert (right.colour, right.shape) == ("blue", "square"), right

@@ -8,8 +8,15 @@ A CONDITIONING is a list of [cond_tensor [1, 77*k, C], options]. Recognised opti
                   `set_area_to_bounds` crops the evaluation to the mask's bounding box
   start_percent / end_percent   the cond is only active while sigma is inside that window
   control         a ControlProvider (see below); `control_apply_to_uncond` lends it to the negative
+  cross_attn_controlnet   the ControlNets' context instead of the text (CLIPTextEncodeControlnet)
+  gligen          ("position", GLIGEN, boxes): an after-self-attention UNet patch for this cond only
+                  (nodes/sd/gligen.py); lent to a negative without one, as ComfyUI does
 Several conds in one list are blended by weighted average, weight = mask * strength, with area
-conds feathered over 8 latent pixels at edges that are not on the latent's border."""
+conds feathered over 8 latent pixels at edges that are not on the latent's border.
+
+A MODEL's sampling options (nodes/sd/model_options.py) act here: pre-CFG hooks, a replacement CFG
+function, post-CFG hooks, a UNet wrapper, the UNet-side patches handed to `model_fn`, and the inpainting
+mask function. With no options the denoiser takes exactly the plain path."""
 from __future__ import annotations
 
 import math
@@ -19,7 +26,10 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from .model_sampling import ModelSamplingEPS
+from ..model_options import (
+    NO_OPTIONS, CFGStep, ModelCall, ModelOptions, ModelPatchError, PatchContext, PostCFGHook, SamplingRun,
+)
+from .model_sampling import ModelSampling
 
 FEATHER = 8          # latent pixels of linear fade at the inner edges of an area cond
 MAX_PAD_RATIO = 4    # cond/uncond token lengths are batched by repetition up to this ratio
@@ -46,7 +56,7 @@ class ControlProvider(Protocol):
                     sigma: torch.Tensor, batch_size: int) -> dict | None: ...
 
 
-ModelFn = Callable[..., torch.Tensor]  # (x_in, timesteps, context, control=None) -> eps
+ModelFn = Callable[..., torch.Tensor]  # (x_in, timesteps, context, control=None[, patch_context=]) -> eps
 
 
 @dataclass
@@ -57,23 +67,33 @@ class _Chunk:
     context: torch.Tensor
     area: tuple | None
     control: Any
+    # Per-cond additions (conds that have them are batched only with conds that share them, as ComfyUI):
+    control_context: torch.Tensor | None = None  # cross_attn_controlnet: the ControlNets' own context
+    unet_patches: Callable[[ModelOptions], ModelOptions] | None = None  # e.g. GLIGEN's boxes
 
 
 class CFGDenoiser:
     """denoiser(x, sigma_batch) -> x0 = uncond + (cond - uncond) * cfg, both from one batched UNet pass
-    (the uncond pass is skipped entirely when cfg == 1, unless disable_cfg1_optimization is set).
+    (the uncond pass is skipped entirely when cfg == 1, unless an option or the sampler disables that).
 
-    post_cfg_functions: ComfyUI's sampler_post_cfg_function hook, each fn(args) -> new x0 with args
-    {"denoised", "cond_denoised", "uncond_denoised", "cond_scale", "sigma", "input"}; the CFG++
-    samplers use it (with disable_cfg1_optimization) to read the unconditional prediction."""
+    post_cfg_functions: post-CFG hooks of the running sampler itself (not of the MODEL), the same
+    PostCFGHook shape as the MODEL's (fn(step: CFGStep) -> x0), run after them, as ComfyUI appends a
+    sampler's sampler_post_cfg_function to the model's; the CFG++ samplers use one (with
+    disable_cfg1_optimization) to read the unconditional prediction.
 
-    def __init__(self, model_fn: ModelFn, model_sampling: ModelSamplingEPS, positive: list, negative: list,
-                 cfg: float, *, dtype: torch.dtype | None = None):
+    `options`: the MODEL's sampling options; `run`: state shared by their hooks for this sampling run.
+    `model_fn` is given `patch_context=` only when the options patch the UNet."""
+
+    def __init__(self, model_fn: ModelFn, model_sampling: ModelSampling, positive: list, negative: list,
+                 cfg: float, *, dtype: torch.dtype | None = None, options: ModelOptions = NO_OPTIONS,
+                 run: SamplingRun | None = None):
         self.model_fn, self.ms, self.cfg, self.dtype = model_fn, model_sampling, float(cfg), dtype
+        self.options = options
+        self.run = run if run is not None else SamplingRun(model_sampling)
         self.conds = [_convert(positive), _convert(negative)]
         self._resolved_for = None
         self.model_calls = 0
-        self.post_cfg_functions: list[Callable[[dict], torch.Tensor]] = []
+        self.post_cfg_functions: list[PostCFGHook] = []
         self.disable_cfg1_optimization = False
 
     # -- preparation (ComfyUI's process_conds) ------------------------------------------------
@@ -99,27 +119,61 @@ class CFGDenoiser:
                 if pre_run is not None:
                     pre_run(self.ms)
         _lend_control_to_uncond([c for c in conds[0] if c.get("control_apply_to_uncond")], conds[1])
+        _lend_control_to_uncond(conds[0], conds[1], key="gligen")  # ComfyUI lends GLIGEN boxes the same way
         self.prepared, self._resolved_for = conds, dims
 
     # -- evaluation --------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if self.options.empty:
+            return self._denoise(x, sigma)
+        try:
+            return self._denoise(x, sigma)
+        except ModelPatchError:
+            raise
+        except (RuntimeError, IndexError) as exc:  # torch's shape and kernel errors from inside the UNet
+            raise ModelPatchError(", ".join(dict.fromkeys(self.options.sources)),
+                                  f"sampling failed with this model patch applied: {exc}") from exc
+
+    def _denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         self._resolve(x)
         positive, negative = self.prepared
-        skip_uncond = math.isclose(self.cfg, 1.0) and not self.disable_cfg1_optimization
-        cond, uncond = self.calc_cond_batch([positive, None if skip_uncond else negative], x, sigma)
-        return self.apply_cfg(cond, uncond, self.cfg, x, sigma)
+        options = self.options
+        skip_uncond = math.isclose(self.cfg, 1.0) and not (options.disable_cfg1_optimization
+                                                         or self.disable_cfg1_optimization)
+        conds = (positive, None if skip_uncond else negative)
+        cond, uncond = self.calc_cond_batch(list(conds), x, sigma)
+        if not options.guides_cfg and not self.post_cfg_functions:
+            return uncond + (cond - uncond) * self.cfg
+        step = self.cfg_step(x, sigma, self.cfg, conds, cond, uncond)
+        for hook in options.pre_cfg:
+            step.cond_denoised, step.uncond_denoised = hook(step)
+        return self.mix(step)
 
-    def apply_cfg(self, cond: torch.Tensor, uncond: torch.Tensor, cond_scale: float, x: torch.Tensor,
-                  sigma: torch.Tensor) -> torch.Tensor:
-        """ComfyUI's cfg_function: the CFG mix of two x0 predictions, then the post-CFG functions."""
-        denoised = uncond + (cond - uncond) * cond_scale
-        for fn in self.post_cfg_functions:
-            denoised = fn({"denoised": denoised, "cond_denoised": cond, "uncond_denoised": uncond,
-                           "cond_scale": cond_scale, "sigma": sigma, "input": x})
-        return denoised
+    # The pieces of ComfyUI's cfg_function, for guiders that combine more than two predictions.
+    def cfg_step(self, x, sigma, cond_scale: float, conds: tuple, cond, uncond) -> CFGStep:
+        return CFGStep(x, sigma, cond_scale, conds, cond, uncond, self.options, self.run, self.calc_cond_batch)
 
-    def calc_cond_batch(self, cond_lists: list, x: torch.Tensor, sigma: torch.Tensor) -> list[torch.Tensor]:
-        """Weighted average prediction per cond list (None = skipped, returns zeros)."""
+    def mix(self, step: CFGStep) -> torch.Tensor:
+        """The options' CFG function, or uncond + (cond - uncond) * scale; then the post-CFG hooks."""
+        if self.options.cfg_function is not None:
+            step.denoised = self.options.cfg_function(step)
+        else:
+            step.denoised = step.uncond_denoised + (step.cond_denoised - step.uncond_denoised) * step.cond_scale
+        return self.post_cfg(step)
+
+    def post_cfg(self, step: CFGStep) -> torch.Tensor:
+        """The MODEL's post-CFG hooks, then the running sampler's post_cfg_functions, on step.denoised."""
+        for hook in self.options.post_cfg:
+            step.denoised = hook(step)
+        for hook in self.post_cfg_functions:
+            step.denoised = hook(step)
+        return step.denoised
+
+    def calc_cond_batch(self, cond_lists: list, x: torch.Tensor, sigma: torch.Tensor,
+                        options: ModelOptions | None = None) -> list[torch.Tensor]:
+        """Weighted average prediction per cond list (None = skipped, returns zeros). `options` overrides
+        the denoiser's own for this evaluation (an extra guidance pass with other patches)."""
+        options = self.options if options is None else options
         out = [torch.zeros_like(x) for _ in cond_lists]
         counts = [torch.ones_like(x) * 1e-37 for _ in cond_lists]
         to_run = [(chunk, k) for k, lst in enumerate(cond_lists) if lst is not None for c in lst
@@ -129,8 +183,12 @@ class CFGDenoiser:
             batch = [to_run.pop(j) for j in reversed(range(len(to_run))) if _can_concat(to_run[j][0], first)]
             chunks = [chunk for chunk, _ in batch]
             n = len(chunks)
-            outputs = self._apply_model(torch.cat([c.input_x for c in chunks]), torch.cat([sigma] * n),
-                                        _concat_context([c.context for c in chunks]), chunks[-1].control, n)
+            call = ModelCall(torch.cat([c.input_x for c in chunks]), torch.cat([sigma] * n),
+                             _concat_context([c.context for c in chunks]), None, tuple(k for _, k in batch))
+            control_context = None if first.control_context is None else \
+                _concat_context([c.control_context for c in chunks])
+            batch_options = options if first.unet_patches is None else first.unet_patches(options)
+            outputs = self._apply_model(call, chunks[-1].control, sigma, batch_options, control_context)
             for (chunk, k), pred in zip(batch, outputs.chunk(n)):
                 o, cnt = out[k], counts[k]
                 if chunk.area is not None:
@@ -140,17 +198,35 @@ class CFGDenoiser:
                 cnt += chunk.mult
         return [o / cnt for o, cnt in zip(out, counts)]
 
-    def _apply_model(self, x, sigma, context, control, n_chunks):
-        """One UNet call in the EPS parameterisation: eps(x / sqrt(sigma^2+1), t) -> x0 = x - eps * sigma."""
+    def _apply_model(self, call: ModelCall, control, latent_sigma: torch.Tensor, options: ModelOptions,
+                     control_context: torch.Tensor | None = None):
+        """One batched model evaluation -> x0, through the options' UNet wrapper when there is one.
+        `control_context`: what the ControlNets attend to instead of the text (CLIPTextEncodeControlnet)."""
         self.model_calls += 1
+        if control is not None:
+            call.control = control.get_control(self.ms.calculate_input(call.sigma, call.x),
+                                               self.ms.timestep(call.sigma).float(),
+                                               call.context if control_context is None else control_context,
+                                               call.sigma, len(call.cond_or_uncond))
+        pc = None
+        if options.unet.active:
+            pc = PatchContext(options.unet, latent_sigma, call.cond_or_uncond, self.run)
+        if options.unet_wrapper is not None:
+            return options.unet_wrapper(lambda c: self._evaluate(c, pc), call)
+        return self._evaluate(call, pc)
+
+    def _evaluate(self, call: ModelCall, pc: PatchContext | None) -> torch.Tensor:
+        """The UNet in the model's parameterisation: out(calculate_input(x), t(sigma)) -> calculate_denoised."""
+        sigma, x = call.sigma, call.x
         x_in = self.ms.calculate_input(sigma, x)
         timesteps = self.ms.timestep(sigma).float()
-        residuals = None
-        if control is not None:
-            residuals = control.get_control(x_in, timesteps, context, sigma, n_chunks)
         dtype = self.dtype or x_in.dtype
-        eps = self.model_fn(x_in.to(dtype), timesteps, context.to(dtype), control=residuals)
-        return self.ms.calculate_denoised(sigma, eps.float() if self.dtype else eps, x)
+        if pc is None:
+            out = self.model_fn(x_in.to(dtype), timesteps, call.context.to(dtype), control=call.control)
+        else:
+            out = self.model_fn(x_in.to(dtype), timesteps, call.context.to(dtype), control=call.control,
+                                patch_context=pc)
+        return self.ms.calculate_denoised(sigma, out.float() if self.dtype else out, x)
 
     def cleanup(self):
         for lst in getattr(self, "prepared", ()):
@@ -162,16 +238,19 @@ class CFGDenoiser:
 
 class InpaintDenoiser:
     """Keeps the unmasked region on the original latent (noise_mask: 1 = repaint, 0 = keep): before
-    each call the kept region is replaced by latent + noise * sigma, and after it by the latent."""
+    each call the kept region is replaced by latent + noise * sigma, and after it by the latent.
+    A model option's `denoise_mask_function(sigma, mask, run)` may reshape the mask at each call."""
 
-    def __init__(self, denoiser, model_sampling: ModelSamplingEPS, latent: torch.Tensor,
-                 noise: torch.Tensor, mask: torch.Tensor):
+    def __init__(self, denoiser, model_sampling: ModelSampling, latent: torch.Tensor,
+                 noise: torch.Tensor, mask: torch.Tensor, *, mask_function=None, run: SamplingRun | None = None):
         self.denoiser, self.ms, self.latent, self.noise, self.mask = denoiser, model_sampling, latent, noise, mask
+        self.mask_function, self.run = mask_function, run if run is not None else SamplingRun(model_sampling)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        keep = 1.0 - self.mask
-        x = x * self.mask + self.ms.noise_scaling(sigma, self.noise, self.latent) * keep
-        return self.denoiser(x, sigma) * self.mask + self.latent * keep
+        mask = self.mask if self.mask_function is None else self.mask_function(sigma, self.mask, self.run)
+        keep = 1.0 - mask
+        x = x * mask + self.ms.noise_scaling(sigma, self.noise, self.latent) * keep
+        return self.denoiser(x, sigma) * mask + self.latent * keep
 
 
 # -- conditioning helpers ------------------------------------------------------------------------
@@ -236,10 +315,22 @@ def _area_and_mult(c: dict, x: torch.Tensor, sigma: torch.Tensor) -> _Chunk | No
     mult = mask * c.get("strength", 1.0)
     if "mask" not in c and area is not None:
         _feather(mult, area, x.shape[2:])
-    context = c["cross_attn"].to(x.device)
-    if context.shape[0] < x.shape[0]:
-        context = context.repeat([math.ceil(x.shape[0] / context.shape[0]), 1, 1])[:x.shape[0]]
-    return _Chunk(input_x, mult, context, area, c.get("control"))
+    context = _rows(c["cross_attn"].to(x.device), x.shape[0])
+    control_context = c.get("cross_attn_controlnet")
+    if control_context is not None:
+        control_context = _rows(control_context.to(x.device), x.shape[0])
+    unet_patches = None
+    if c.get("gligen") is not None:
+        from ..gligen import gligen_unet_patches  # only GLIGEN conditionings need it
+        unet_patches = gligen_unet_patches(c["gligen"], input_x.shape, input_x.device)
+    return _Chunk(input_x, mult, context, area, c.get("control"), control_context, unet_patches)
+
+
+def _rows(context: torch.Tensor, rows: int) -> torch.Tensor:
+    """A [1, T, C] context repeated to `rows` batch rows."""
+    if context.shape[0] < rows:
+        context = context.repeat([math.ceil(rows / context.shape[0]), 1, 1])[:rows]
+    return context
 
 
 def _feather(mult: torch.Tensor, area: tuple, full: tuple):
@@ -256,7 +347,9 @@ def _feather(mult: torch.Tensor, area: tuple, full: tuple):
 
 
 def _can_concat(a: _Chunk, b: _Chunk) -> bool:
-    if a.input_x.shape != b.input_x.shape or a.control is not b.control:
+    if a.input_x.shape != b.input_x.shape or a.control is not b.control or a.unet_patches is not b.unet_patches:
+        return False
+    if (a.control_context is None) != (b.control_context is None):
         return False
     s1, s2 = a.context.shape, b.context.shape
     if s1 != s2:
@@ -300,14 +393,15 @@ def _add_same_area_partner(others: list[dict], c: dict):
     others.append(partner)
 
 
-def _lend_control_to_uncond(controlled: list[dict], negative: list[dict]):
-    """Old 'Apply ControlNet' semantics: whole-image negatives without a control borrow the positives'."""
-    controls = [c["control"] for c in controlled if "area" not in c and c.get("control") is not None]
-    if any("area" not in n and n.get("control") is not None for n in negative):
+def _lend_control_to_uncond(controlled: list[dict], negative: list[dict], key: str = "control"):
+    """Old 'Apply ControlNet' semantics: whole-image negatives without a control borrow the positives'.
+    key="gligen": the same for GLIGEN boxes, which ComfyUI lends from every positive."""
+    controls = [c[key] for c in controlled if "area" not in c and c.get(key) is not None]
+    if any("area" not in n and n.get(key) is not None for n in negative):
         return
-    free = [k for k, n in enumerate(negative) if "area" not in n and n.get("control") is None]
+    free = [k for k, n in enumerate(negative) if "area" not in n and n.get(key) is None]
     for j, control in enumerate(controls):
         if not free:
             return
         k = free[j % len(free)]
-        negative[k] = dict(negative[k], control=control)
+        negative[k] = dict(negative[k], **{key: control})

@@ -90,9 +90,9 @@ class _capturing_uncond:
                                "unconditional prediction; this denoiser has none")
         self.model = model
 
-    def _capture(self, args: dict) -> torch.Tensor:
-        self.model.uncond = args["uncond_denoised"]
-        return args["denoised"]
+    def _capture(self, step) -> torch.Tensor:  # a PostCFGHook (nodes/sd/model_options.py)
+        self.model.uncond = step.uncond_denoised
+        return step.denoised
 
     def __enter__(self):
         self.was_disabled = self.cfg.disable_cfg1_optimization

@@ -109,8 +109,8 @@ def test_clones_share_the_module_weights_and_backup():
     assert c1.backup is c2.backup is base.backup
     assert c1.model.lin.weight.data_ptr() == c2.model.lin.weight.data_ptr()
     assert c1.is_clone(c2) and not c1.is_clone(ModelPatcher(Net()))
-    c1.model_options["transformer_options"]["patch"] = ["x"]
-    assert c2.model_options == {"transformer_options": {}}
+    c1.options = c1.options.with_post_cfg(lambda step: step.denoised, source="test")
+    assert c2.options.post_cfg == () and c2.options.sources == ()
 
 
 def test_patching_the_same_clone_twice_does_not_recompute():
