@@ -36,7 +36,7 @@ from ..registry import NodeRegistry
 from ..validation import validate_prompt
 from .backend import build_registry
 from .relay import encode_jpeg
-from .shipping import collect, file_refs, ref_of, remove_scratch
+from .shipping import FileRef, collect, file_refs, read_chunk, ref_of, remove_scratch
 from .worker import free_resources, set_preview_method
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,10 @@ class WorkerActor:
 
     def cache_stats(self) -> dict[str, Any]:
         return self.executor.cache.stats()
+
+    def read_chunk(self, ref: FileRef, offset: int, length: int) -> bytes:
+        """Part of a large output file the server is pulling (a saved checkpoint)."""
+        return read_chunk(tuple(ref), offset, length, self.layout)  # type: ignore[arg-type]
 
     def refuse(self, reason: str) -> None:
         """The server will not use this worker (another nodegraph version or node library)."""
