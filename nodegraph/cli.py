@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import __version__, resources
 from . import folders as folder_paths
 from .cache import DEFAULT_BUDGET, OutputCache, parse_size
 from .errors import NodegraphError, ValidationError, WorkflowError
 from .executor import Executor, RunResult
+from .model_paths import ExtraFolder, ModelPathsError, extra_folders_by_kind, read_extra_model_paths
 from .registry import NodeRegistry, default_registry
 from .validation import validate_prompt
 from .workflow import load_document
@@ -64,6 +66,8 @@ def _common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
                         help="root of models/, input/, output/, temp/, user/ (default: $NODEGRAPH_HOME or .)")
     parser.add_argument("--models-dir", type=Path, action="append", default=default([]),
                         help="a models folder (e.g. an existing ComfyUI models/); repeatable, searched in order")
+    parser.add_argument("--extra-model-paths", type=Path, action="append", default=default([]), metavar="FILE",
+                        help="ComfyUI's extra_model_paths.yaml: more model folders (repeatable; only read)")
     parser.add_argument("--input-dir", type=Path, default=default(None))
     parser.add_argument("--output-dir", type=Path, default=default(None), help="where Save Image writes")
     parser.add_argument("--custom-nodes", type=Path, default=default(None), help="a folder of custom node packs")
@@ -74,11 +78,14 @@ def _build_parser() -> argparse.ArgumentParser:
     _common_options(common, defaults=False)
 
     parser = argparse.ArgumentParser(prog="nodegraph", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"nodegraph {__version__}")
     _common_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="run a workflow (UI or API JSON, or a PNG)")
-    run.add_argument("workflow", type=Path)
+    run.add_argument("workflow", type=Path, nargs="?", help="the workflow file (or --example NAME)")
+    run.add_argument("--example", metavar="NAME", default=None,
+                     help="run a shipped example workflow instead (txt2img, img2img, lora, ...)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                      help="override an input; NODE is a node id or title, VALUE is JSON or text")
     run.add_argument("--target", action="append", default=None, metavar="NODE",
@@ -116,22 +123,81 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--history-size", type=int, default=10000)
     serve.add_argument("--preview-method", choices=["none", "latent2rgb"], default="latent2rgb")
     serve.add_argument("--web-root", type=Path, default=None,
-                       help="folder of the web editor served at / (default: the checkout's web/)")
+                       help="folder of the web editor served at / (default: the one installed with nodegraph)")
+    serve.add_argument("--backend", choices=["local", "ray"], default=None,
+                       help="who runs the prompts: a worker thread here (default), or Ray worker actors")
+    _ray_options(serve)
+    serve.add_argument("--keep-workers", action="store_true",
+                       help="leave the Ray workers this server made running when it stops (a restart adopts them)")
     serve.set_defaults(handler=_cmd_serve)
+
+    worker = sub.add_parser("worker", parents=[common],
+                            help="add this machine's Ray workers to the cluster a `serve --backend ray` uses")
+    worker.add_argument("--cache-budget", default=None, metavar="SIZE")
+    worker.add_argument("--no-cache", action="store_true")
+    _ray_options(worker)
+    worker.set_defaults(handler=_cmd_worker)
     return parser
+
+
+def _ray_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Ray (docs/scale-out.md)")
+    group.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                       help="join this Ray cluster ('auto': the one on this machine); serve without it starts a "
+                            "local runtime")
+    group.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="worker actors (default: one per GPU, or 1 without GPUs)")
+    group.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
+                       help="GPUs each worker reserves (default: 1 when the cluster has GPUs, else 0)")
+    group.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
+                       help="CPUs each worker reserves in Ray's accounting (default 1)")
+    group.add_argument("--ray-namespace", default="nodegraph",
+                       help="Ray namespace of this deployment's workers (one server per namespace)")
+    group.add_argument("--node-library", default=None, metavar="MODULE:FUNCTION",
+                       help="the function that builds the node registry (default: the built-in library "
+                            "plus custom_nodes/); server and workers must use the same")
 
 
 # -- shared set-up --------------------------------------------------------------------------
 
 def _setup(args: argparse.Namespace, *, prepare_models: bool = False) -> tuple[folder_paths.Folders, NodeRegistry]:
     base = args.base_dir or Path(os.environ.get("NODEGRAPH_HOME", "."))
+    extra: list[ExtraFolder] = []
+    for yaml_file in args.extra_model_paths:
+        try:
+            extra += read_extra_model_paths(yaml_file)
+        except ModelPathsError as exc:
+            raise UsageError(str(exc)) from None
+    first, last = extra_folders_by_kind(extra)
     layout = folder_paths.use(folder_paths.Folders(base, models=args.models_dir, input=args.input_dir,
-                                                   output=args.output_dir))
-    registry = default_registry(custom_nodes=args.custom_nodes or (layout.base / "custom_nodes"))
+                                                   output=args.output_dir, extra=last, extra_first=first))
+    factory, kwargs = _node_library(args, layout)
+    registry = default_registry(**kwargs) if factory == DEFAULT_LIBRARY else _build(factory, kwargs)
     library = sys.modules.get("nodes")
     if prepare_models and hasattr(library, "prepare_default_models"):
         library.prepare_default_models(layout)  # the embedded default checkpoint the examples use
     return layout, registry
+
+
+DEFAULT_LIBRARY = "nodegraph.registry:default_registry"
+
+
+def _node_library(args: argparse.Namespace, layout: folder_paths.Folders) -> tuple[str, dict[str, Any]]:
+    """The registry factory and its arguments, as the workers of a Ray backend must build it too."""
+    factory = getattr(args, "node_library", None) or DEFAULT_LIBRARY
+    if factory == DEFAULT_LIBRARY:
+        return factory, {"custom_nodes": str(args.custom_nodes or (layout.base / "custom_nodes"))}
+    if ":" not in factory:
+        raise UsageError(f"--node-library {factory!r}: expected MODULE:FUNCTION")
+    return factory, {}
+
+
+def _build(factory: str, kwargs: dict[str, Any]) -> NodeRegistry:
+    from .queue.backend import build_registry
+    try:
+        return build_registry(factory, kwargs)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"--node-library {factory}: {exc}") from None
 
 
 def _load(args: argparse.Namespace, registry: NodeRegistry) -> tuple[Prompt, dict[str, Any]]:
@@ -182,6 +248,14 @@ def _find_node(prompt: Prompt, ref: str) -> str:
 # -- commands -------------------------------------------------------------------------------
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if (args.workflow is None) == (args.example is None):
+        raise UsageError("give a workflow file or --example NAME (one of: "
+                         f"{', '.join(resources.example_names()) or 'none installed'})")
+    if args.example is not None:
+        try:
+            args.workflow = resources.example_path(args.example)
+        except FileNotFoundError as exc:
+            raise UsageError(str(exc)) from None
     layout, registry = _setup(args, prepare_models=True)
     prompt, extra = _load(args, registry)
     apply_overrides(prompt, args.overrides)
@@ -214,11 +288,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def output_files(result: RunResult, layout: folder_paths.Folders) -> list[Path]:
-    """Files that output nodes reported (ComfyUI's `{images: [{filename, subfolder, type}]}`)."""
+    """Files that output nodes reported (ComfyUI's `{images: [{filename, subfolder, type}]}`, and the
+    same shape under other keys: `latents`, `models`)."""
     roots = {"output": layout.output, "temp": layout.temp, "input": layout.input}
     files = []
     for ui in result.outputs.values():
-        for item in ui.get("images", []) if isinstance(ui, dict) else []:
+        entries = [item for value in ui.values() if isinstance(value, list) for item in value] if isinstance(ui, dict) else []
+        for item in entries:
             if isinstance(item, dict) and "filename" in item:
                 files.append(roots.get(item.get("type", "output"), layout.output) / item.get("subfolder", "") / item["filename"])
     return files
@@ -273,8 +349,47 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from .server.app import serve
     except ImportError as exc:
         raise UsageError(f"the server is not available: {exc}") from None
+    ray = args.backend == "ray" or (args.backend is None and args.ray_address is not None)
+    if args.backend == "local" and args.ray_address is not None:
+        raise UsageError("--ray-address needs --backend ray")
+    if ray:
+        _require_ray()
     layout, registry = _setup(args, prepare_models=True)
+    args.ray_options = _make_ray_options(args, layout) if ray else None
     return serve(args, layout, registry, OutputCache(_cache_budget(args)))
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    _require_ray()
+    from .queue.ray_join import run_workers
+    from .queue.ray_runtime import RayUnavailable
+    if not args.ray_address:
+        raise UsageError("nodegraph worker needs --ray-address HOST:PORT (the cluster the server uses)")
+    base = args.base_dir or Path(os.environ.get("NODEGRAPH_HOME", "."))
+    layout = folder_paths.Folders(base, models=args.models_dir, input=args.input_dir, output=args.output_dir)
+    try:
+        return run_workers(_make_ray_options(args, layout), layout, args.workers)
+    except RayUnavailable as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _require_ray() -> None:
+    from .queue.ray_runtime import RayUnavailable, require_ray
+    try:
+        require_ray()
+    except RayUnavailable as exc:
+        raise UsageError(f"--backend ray: {exc}") from None
+
+
+def _make_ray_options(args: argparse.Namespace, layout: folder_paths.Folders) -> Any:
+    from .queue import RayOptions
+    if args.workers is not None and args.workers < 0:
+        raise UsageError("--workers must be 0 or more")
+    factory, kwargs = _node_library(args, layout)
+    return RayOptions(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                      cpus_per_worker=args.cpus_per_worker, namespace=args.ray_namespace,
+                      registry_factory=factory, registry_kwargs=kwargs, cache_budget=_cache_budget(args),
+                      keep_workers=getattr(args, "keep_workers", False))
 
 
 class _ProgressDisplay:

@@ -290,6 +290,7 @@ class Node:
     inputs: Sequence[InputDecl] = ()
     outputs: Sequence[Output] = ()
     output_node: bool = False
+    input_is_list: bool = False  # run once with every input as a whole list (ComfyUI's INPUT_IS_LIST)
     not_idempotent: bool = False
     deprecated: bool = False
     experimental: bool = False
@@ -356,6 +357,7 @@ def _define_declarative(cls: type[Node], name: str, display_name: str | None, mo
         output_tooltips=tuple(o.tooltip or "" for o in outputs) if any(o.tooltip for o in outputs) else None,
         function="run",
         output_node=bool(cls.output_node),
+        input_is_list=bool(cls.input_is_list),
         not_idempotent=bool(cls.not_idempotent),
         deprecated=bool(cls.deprecated),
         experimental=bool(cls.experimental),

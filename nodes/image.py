@@ -50,6 +50,24 @@ def annotated_image_path(name: str) -> Path:
     return safe_join(base, name)
 
 
+def annotated_file_hash(name: str) -> str | float:
+    """sha256 of a file named as LoadImage names it, so the cache re-runs when the file changes
+    (NaN, never equal, when it cannot be read: validation reports why)."""
+    try:
+        return hashlib.sha256(annotated_image_path(name).read_bytes()).hexdigest()
+    except (OSError, UnsafePathError):
+        return float("nan")
+
+
+def annotated_file_problem(name: str, kind: str = "image") -> str | None:
+    """ComfyUI's "Invalid image file: x" when the named file is missing or outside its folder."""
+    try:
+        path = annotated_image_path(name)
+    except UnsafePathError as exc:
+        return f"Invalid {kind} file: {name} ({exc})"
+    return None if path.is_file() else f"Invalid {kind} file: {name}"
+
+
 class LoadImage(Node):
     """Loads an image from the input folder; the mask is 1 − alpha (white = to repaint)."""
     display_name = "Load Image"
@@ -59,18 +77,11 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, image):
-        try:
-            return hashlib.sha256(annotated_image_path(image).read_bytes()).hexdigest()
-        except (OSError, UnsafePathError):
-            return float("nan")
+        return annotated_file_hash(image)
 
     @classmethod
     def validate(cls, image):
-        try:
-            path = annotated_image_path(image)
-        except UnsafePathError as exc:
-            return f"Invalid image file: {image} ({exc})"
-        return True if path.is_file() else f"Invalid image file: {image}"
+        return annotated_file_problem(image) or True
 
     def run(self, image):
         try:
@@ -80,6 +91,26 @@ class LoadImage(Node):
             raise NodeInputError("image", str(exc)) from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise NodeInputError("image", f"cannot decode {image!r} as an image ({exc})") from exc
+
+
+def _output_images() -> list[str]:
+    """Images in the output folder, as LoadImageOutput offers them (annotated ' [output]')."""
+    root = folders.current().output
+    if not root.is_dir():
+        return []
+    return sorted((p.relative_to(root).as_posix() + " [output]" for p in root.rglob("*")
+                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
+                  key=str.lower)
+
+
+class LoadImageOutput(LoadImage):
+    """Load an image from the output folder. When the refresh button is clicked, the node will update
+    the image list and automatically select the first image, allowing for easy iteration."""
+    display_name = "Load Image (from Outputs)"
+    experimental = True
+    inputs = (Combo("image", _output_images, image_upload=True, image_folder="output",
+                    remote={"route": "/internal/files/output", "refresh_button": True,
+                            "control_after_refresh": "first"}),)
 
 
 def load_image_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,5 +314,5 @@ class ImagePadForOutpaint(Node):
         return (out, mask.unsqueeze(0))
 
 
-NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (LoadImage, SaveImage, PreviewImage, ImageScale, ImageScaleBy,
-                                                      ImageScaleToTotalPixels, ImagePadForOutpaint)}
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (LoadImage, LoadImageOutput, SaveImage, PreviewImage, ImageScale,
+                                                      ImageScaleBy, ImageScaleToTotalPixels, ImagePadForOutpaint)}

@@ -101,3 +101,75 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """A PIL RGB image to [H, W, 3] float32 in 0..1."""
     return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
+
+
+# -- batches, compositing, kernels (shared by the latent, image and mask families) ----------------
+
+def repeat_to_batch_size(tensor: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The first `batch_size` items, repeating the batch when it is shorter (ComfyUI's rule)."""
+    if tensor.shape[0] > batch_size:
+        return tensor[:batch_size]
+    if tensor.shape[0] < batch_size:
+        repeats = -(-batch_size // tensor.shape[0])
+        return tensor.repeat((repeats,) + (1,) * (tensor.ndim - 1))[:batch_size]
+    return tensor
+
+
+def masks_bchw(mask: torch.Tensor) -> torch.Tensor:
+    """A MASK ([H, W], [B, H, W] or [B, 1, H, W]) as [B, 1, H, W] float."""
+    return mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1])).float()
+
+
+def composite(destination: torch.Tensor, source: torch.Tensor, x: int, y: int, mask: torch.Tensor | None = None,
+              multiplier: int = 8, resize_source: bool = False) -> torch.Tensor:
+    """Paste `source` into `destination` ([B, C, H, W], changed in place and returned) at pixel
+    (x, y) — latent pixels times `multiplier` — blending by `mask` (resized bilinearly to the source,
+    1 = source). Parts of the source outside the destination are cut off."""
+    source = source.to(destination.device, destination.dtype)
+    if resize_source:
+        source = F.interpolate(source, size=destination.shape[-2:], mode="bilinear")
+    source = repeat_to_batch_size(source, destination.shape[0])
+    x = max(-source.shape[-1] * multiplier, min(x, destination.shape[-1] * multiplier))
+    y = max(-source.shape[-2] * multiplier, min(y, destination.shape[-2] * multiplier))
+    left, top = x // multiplier, y // multiplier
+    right, bottom = left + source.shape[-1], top + source.shape[-2]
+    if mask is None:
+        mask = torch.ones_like(source)
+    else:
+        mask = F.interpolate(masks_bchw(mask).to(destination.device), size=source.shape[-2:], mode="bilinear")
+        mask = repeat_to_batch_size(mask, source.shape[0])
+    visible_w = destination.shape[-1] - left + min(0, x)
+    visible_h = destination.shape[-2] - top + min(0, y)
+    mask = mask[:, :, :visible_h, :visible_w]
+    region = destination[..., top:bottom, left:right]
+    destination[..., top:bottom, left:right] = mask * source[..., :visible_h, :visible_w] + (1 - mask) * region
+    return destination
+
+
+def gaussian_kernel(size: int, sigma: float, device=None) -> torch.Tensor:
+    """ComfyUI's blur kernel: a normalised Gaussian over a size x size grid whose coordinates run
+    from -1 to 1 (not pixels), so sigma is in units of the kernel's half-width."""
+    axis = torch.linspace(-1, 1, size, device=device)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    kernel = torch.exp(-(x * x + y * y) / (2.0 * sigma * sigma))
+    return kernel / kernel.sum()
+
+
+def convolve_reflect(samples: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Each channel of [B, C, H, W] convolved with one odd square kernel, borders reflected."""
+    radius = kernel.shape[-1] // 2
+    channels = samples.shape[1]
+    padded = F.pad(samples, (radius, radius, radius, radius), mode="reflect")
+    weight = kernel.to(samples.dtype).expand(channels, 1, *kernel.shape)
+    return F.conv2d(padded, weight, groups=channels)
+
+
+def match_alpha(destination: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Make two IMAGEs' channel counts agree: the source's extra channels (alpha) are dropped, and an
+    RGB source gets an opaque alpha channel when the destination has one. (ComfyUI pads the
+    destination in that second case, which leaves the counts different; the intent is kept here.)"""
+    if destination.shape[-1] < source.shape[-1]:
+        source = source[..., :destination.shape[-1]]
+    elif destination.shape[-1] > source.shape[-1]:
+        source = F.pad(source, (0, destination.shape[-1] - source.shape[-1]), value=1.0)
+    return destination, source

@@ -1,7 +1,9 @@
-"""Primitive value nodes (pure Python): constants and simple text, as in ComfyUI's utils."""
+"""Primitive value nodes (pure Python): constants, simple text and PreviewAny, as in ComfyUI's utils."""
 from __future__ import annotations
 
-from nodegraph import Boolean, Float, Int, Node, Output, String
+import json
+
+from nodegraph import Boolean, Float, Input, Int, Node, NodeOutput, Output, String
 
 
 class PrimitiveInt(Node):
@@ -66,5 +68,35 @@ class StringConcatenate(Node):
         return (delimiter.join((string_a, string_b)),)
 
 
+def preview_text(value) -> str:
+    """What PreviewAny shows: text as is, numbers and booleans with str(), anything else as JSON
+    when it can be, else its str()."""
+    if value is None:
+        return "None"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, bool)):
+        return str(value)
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        try:
+            return str(value)
+        except Exception:  # noqa: BLE001 - a custom object whose __str__ fails
+            return "source exists, but could not be serialized."
+
+
+class PreviewAny(Node):
+    """Shows any value as text on the node."""
+    display_name = "Preview Any"
+    category = "utils"
+    output_node = True
+    inputs = (Input("source", "*"),)
+
+    def run(self, source=None):
+        return NodeOutput(ui={"text": (preview_text(source),)})
+
+
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (PrimitiveInt, PrimitiveFloat, PrimitiveString,
-                                                      PrimitiveStringMultiline, PrimitiveBoolean, StringConcatenate)}
+                                                      PrimitiveStringMultiline, PrimitiveBoolean, StringConcatenate,
+                                                      PreviewAny)}

@@ -1,39 +1,48 @@
 """KSampler and KSamplerAdvanced: denoise a latent with a model and positive/negative conditioning.
 
 The pipeline itself (noise, sigmas, CFG, samplers) lives in nodes.sd.sampling; these nodes put the
-model on its device with its patches applied, report progress every step and poll for cancellation."""
+model on its device with its patches applied, report progress every step and poll for cancellation.
+`running_model`, `check_latent` and `StepProgress` are shared with the custom-sampling nodes."""
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 
 from nodegraph import Combo, Float, Input, Int, Node, NodeInputError, Output, ProgressBar, check_cancelled
 
 from .sd.concat_inputs import concat_inputs
-from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
+from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, SamplerError
 from .sd.sampling.ksampler import sample
+from .sd.sampling.model_sampling import ModelSampling, process_latent_out
 from .sd.device import cpu_threads
 from .sd.previews import latent_to_preview
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
 
-def run_sampler(model, latent: dict, *, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
-                positive: list, negative: list, denoise: float = 1.0, disable_noise: bool = False,
-                start_step: int | None = None, last_step: int | None = None,
-                force_full_denoise: bool = False) -> dict:
-    samples = latent["samples"]
-    if samples.ndim != 4 or samples.shape[1] != model.model.config.out_channels:
-        raise NodeInputError("latent_image", f"this model takes latents with {model.model.config.out_channels} "
-                             f"channels [B, {model.model.config.out_channels}, h, w], got shape {tuple(samples.shape)}")
-    bar = ProgressBar(steps)
+def model_sampling_of(model) -> ModelSampling:
+    """The noise schedule a MODEL samples with (SD1's discrete EPS schedule unless a model-sampling
+    node replaced it)."""
+    return model.model_sampling
 
-    def on_step(step, x0, x, total):
-        bar.update_absolute(step + 1, total, latent_to_preview(x0))
 
+def check_latent(model, samples: torch.Tensor, input_name: str = "latent_image") -> None:
+    channels = model.model.config.out_channels
+    if samples.ndim != 4 or samples.shape[1] != channels:
+        raise NodeInputError(input_name, f"this model takes latents with {channels} channels "
+                                         f"[B, {channels}, h, w], got shape {tuple(samples.shape)}")
+
+
+@contextmanager
+def running_model(model, samples: torch.Tensor, noise_mask: torch.Tensor | None, positive: list | None):
+    """The MODEL on its device with its weight patches applied, as model_fn(x_in, timesteps, context,
+    control, patch_context) -> the UNet's output in float32; an inpainting / pix2pix UNet also gets its
+    extra input channels. (The MODEL's sampling options act through the denoiser, see cfg.py.)"""
     with torch.inference_mode(), model.applied() as unet, cpu_threads(unet):
         dtype = model.model_dtype()
         device = model.load_device
-        concat = inpaint_concat(unet.config.in_channels, samples, latent.get("noise_mask"), positive)
+        concat = inpaint_concat(unet.config.in_channels, samples, noise_mask, positive)
 
         def model_fn(x, timesteps, context, control=None, patch_context=None):
             if concat is not None:  # an inpainting UNet also sees the mask and the masked image
@@ -42,12 +51,41 @@ def run_sampler(model, latent: dict, *, seed: int, steps: int, cfg: float, sampl
             return unet(x.to(dtype), timesteps.to(device), context.to(device, dtype), control=control,
                         patch_context=patch_context).float()
 
-        out = sample(model_fn, model.model_sampling, samples.to(device), seed=seed, steps=steps, cfg=cfg,
-                     sampler_name=sampler_name, scheduler=scheduler, positive=positive, negative=negative,
-                     denoise=denoise, noise_mask=latent.get("noise_mask"), disable_noise=disable_noise,
-                     start_step=start_step, last_step=last_step, force_full_denoise=force_full_denoise,
-                     batch_index=latent.get("batch_index"), callback=on_step, cancel=check_cancelled,
-                     options=model.options)
+        yield model_fn
+
+
+class StepProgress:
+    """The per-step callback: progress with a preview, and the last denoised x0 (SamplerCustom's
+    denoised_output)."""
+
+    def __init__(self, steps: int):
+        self.bar, self.x0 = ProgressBar(steps), None
+
+    def __call__(self, step, x0, x, total):
+        self.x0 = x0
+        self.bar.update_absolute(step + 1, total, latent_to_preview(x0))
+
+    def denoised_latent(self) -> torch.Tensor | None:
+        return None if self.x0 is None else process_latent_out(self.x0.float().cpu())
+
+
+def run_sampler(model, latent: dict, *, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+                positive: list, negative: list, denoise: float = 1.0, disable_noise: bool = False,
+                start_step: int | None = None, last_step: int | None = None,
+                force_full_denoise: bool = False) -> dict:
+    samples = latent["samples"]
+    check_latent(model, samples)
+    progress = StepProgress(steps)
+    with running_model(model, samples, latent.get("noise_mask"), positive) as model_fn:
+        try:
+            out = sample(model_fn, model_sampling_of(model), samples.to(model.load_device), seed=seed, steps=steps,
+                         cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, positive=positive,
+                         negative=negative, denoise=denoise, noise_mask=latent.get("noise_mask"),
+                         disable_noise=disable_noise, start_step=start_step, last_step=last_step,
+                         force_full_denoise=force_full_denoise, batch_index=latent.get("batch_index"),
+                         callback=progress, cancel=check_cancelled, options=model.options)
+        except SamplerError as exc:
+            raise NodeInputError("sampler_name", f"{sampler_name} cannot run here: {exc}") from None
     return {**latent, "samples": out.cpu()}
 
 

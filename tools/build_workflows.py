@@ -16,9 +16,9 @@ sys.path.insert(0, str(ROOT))
 from nodegraph.registry import NodeRegistry  # noqa: E402
 
 import nodes  # noqa: E402
-from nodes.default_model import (DEFAULT_CHECKPOINT, DEFAULT_CONTROLNET, DEFAULT_DEPTH_MODEL,  # noqa: E402
-                                 DEMO_CANNY_THRESHOLDS, DEMO_CONTROLNET, DEMO_LORA, TINY_CHECKPOINT)
-from nodes.sd.tiny_adapters import TINY_T2I_ADAPTER  # noqa: E402
+from nodes.default_model import (DEFAULT_CHECKPOINT, DEMO_CANNY_THRESHOLDS, DEMO_CONTROLNET,  # noqa: E402
+                                 DEMO_DEPTH_CONTROLNET, DEMO_DEPTH_MODEL, DEMO_DIR, DEMO_LORA)
+from nodes.sd.tiny_adapters import TINY_GLIGEN, TINY_T2I_ADAPTER  # noqa: E402
 
 REGISTRY = NodeRegistry()
 nodes.register_nodes(REGISTRY)
@@ -64,8 +64,8 @@ class Workflow:
 
 # Every example runs on the embedded demo model (nodes/sd/demo): 64×64, prompts in its vocabulary (a colour,
 # a shape, a background, a position), CFG 5 and an empty negative prompt, as it was trained and judged.
-# The one exception is controlnet_depth.json: no depth ControlNet is trained for the demo model, so it runs
-# the tiny random stand-ins (it shows the wiring; its picture is noise).
+# controlnet_depth.json uses the demo depth estimator and depth ControlNet; upscale_model.json names an
+# upscale model the user provides.
 CFG = 5.0
 
 
@@ -128,6 +128,59 @@ def hires_fix() -> dict:
     return w.to_json()
 
 
+def latent_upscale() -> dict:
+    """Two-pass text-to-image: 64x64, then the latent upscaled to 128x128 (bislerp) and resampled at
+    denoise 0.5, which adds detail at the new size while keeping the first pass's layout."""
+    w = Workflow()
+    ckpt, pos, neg = sd_base(w, "a green triangle on a white background, center")
+    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
+    first = w.add("KSampler", (850, 100), [5, "fixed", 12, CFG, "euler", "karras", 1.0], title="First pass",
+                  model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
+    bigger = w.add("LatentUpscale", (850, 450), ["bislerp", 128, 128, "disabled"], samples=(first, 0))
+    second = w.add("KSampler", (1200, 100), [5, "fixed", 12, CFG, "dpmpp_2m", "karras", 0.5], title="Second pass",
+                   model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(bigger, 0))
+    image = w.add("VAEDecode", (1560, 100), vae=(ckpt, 2), samples=(second, 0))
+    w.add("SaveImage", (1900, 100), ["latent_upscale"], images=(image, 0))
+    return w.to_json()
+
+
+def noisy_latent_composition() -> dict:
+    """ComfyUI's noisy latent composition: each subject is sampled alone for the first steps of a shared
+    schedule (KSamplerAdvanced, leftover noise kept), the noisy latents are pasted side by side onto a
+    wide noisy background (LatentComposite, feathered seam), and one sampler finishes the remaining
+    steps of the whole picture. The demo model draws one shape per picture, so the finishing pass is
+    told what each half holds (ConditioningSetArea) rather than given one prompt for both."""
+    w = Workflow()
+    ckpt = w.add("CheckpointLoaderSimple", (30, 200), [DEFAULT_CHECKPOINT], size=[315, 98])
+    neg = w.add("CLIPTextEncode", (400, 1300), [""], title="Negative prompt", clip=(ckpt, 1))
+    steps, switch = 16, 8
+    subjects = [("a red circle on a white background, center", 0), ("a blue square on a white background, center", 64)]
+
+    def first_steps(prompt, y, width, seed, title):
+        pos = w.add("CLIPTextEncode", (400, y), [prompt], title=f"{title} prompt", clip=(ckpt, 1))
+        empty = w.add("EmptyLatentImage", (400, y + 200), [width, 64, 1])
+        sampler = w.add("KSamplerAdvanced", (850, y), ["enable", seed, "fixed", steps, CFG, "euler", "normal", 0,
+                                                        switch, "enable"], title=f"{title}: first {switch} steps",
+                        size=[315, 334], model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0),
+                        latent_image=(empty, 0))
+        return pos, sampler
+
+    _, canvas = first_steps("a white background", 0, 128, 1, "Background")
+    areas = []
+    for k, (prompt, x) in enumerate(subjects):
+        pos, noisy = first_steps(prompt, 400 * (k + 1), 64, 2 + k, "Left subject" if k == 0 else "Right subject")
+        canvas = w.add("LatentComposite", (1200, 300 + 200 * k), [x, 0, 16 if x else 0],
+                       samples_to=(canvas, 0), samples_from=(noisy, 0))
+        areas.append(w.add("ConditioningSetArea", (1200, 800 + 200 * k), [64, 64, x, 0, 1.0], conditioning=(pos, 0)))
+    both = w.add("ConditioningCombine", (1200, 1200), conditioning_1=(areas[0], 0), conditioning_2=(areas[1], 0))
+    finish = w.add("KSamplerAdvanced", (1550, 300), ["disable", 0, "fixed", steps, CFG, "euler", "normal", switch,
+                                                      10000, "disable"], title="Finish the remaining steps",
+                   size=[315, 334], model=(ckpt, 0), positive=(both, 0), negative=(neg, 0), latent_image=(canvas, 0))
+    image = w.add("VAEDecode", (1900, 300), vae=(ckpt, 2), samples=(finish, 0))
+    w.add("SaveImage", (2200, 300), ["noisy_latent_composition"], images=(image, 0))
+    return w.to_json()
+
+
 def _lora(prompt: str, strength: float, prefix: str) -> dict:
     """The demo LoRA (shapes drawn as outlines) on the demo model."""
     w = Workflow()
@@ -182,9 +235,51 @@ def demo_controlnet() -> dict:
 
 
 def controlnet_depth() -> dict:
-    # Depth steers the layout; releasing it for the last 20% of the steps lets the details follow the prompt.
-    return _controlnet("DepthEstimation", [DEFAULT_DEPTH_MODEL, 0], "a red box on a table", "controlnet_depth",
-                       [0.0, 0.8], checkpoint=TINY_CHECKPOINT, controlnet=DEFAULT_CONTROLNET)
+    # The demo depth estimator's map of input/example.png (a square, top left) places the shape; the prompt
+    # names no position.
+    return _controlnet("DepthEstimation", [DEMO_DEPTH_MODEL, 0], "a purple square on a gray background",
+                       "controlnet_depth", [0.0, 1.0], controlnet=DEMO_DEPTH_CONTROLNET)
+
+
+# The upscale example names the file ComfyUI's own examples use; no upscale model ships with nodegraph, so
+# put one in models/upscale_models (the tests run it on a tiny generated ESRGAN of that name).
+UPSCALE_MODEL = "RealESRGAN_x4plus.pth"
+
+
+def upscale_model() -> dict:
+    """Text-to-image, then the decoded picture upscaled 4x by an upscale model (ESRGAN family)."""
+    w = Workflow()
+    ckpt, pos, neg = sd_base(w, "a green triangle on a gray background, center")
+    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
+    sampler = w.add("KSampler", (850, 200), [8, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
+                    model=(ckpt, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1200, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    upscaler = w.add("UpscaleModelLoader", (1200, 400), [UPSCALE_MODEL], size=[315, 58])
+    bigger = w.add("ImageUpscaleWithModel", (1560, 300), upscale_model=(upscaler, 0), image=(image, 0))
+    w.add("SaveImage", (1900, 300), ["upscaled"], images=(bigger, 0))
+    return w.to_json()
+
+
+def model_merge() -> dict:
+    """The demo model merged half-and-half with itself carrying the demo LoRA (so, the LoRA at half
+    strength, baked in), sampled, and saved as a new checkpoint in output/checkpoints/."""
+    w = Workflow()
+    ckpt = w.add("CheckpointLoaderSimple", (30, 200), [DEFAULT_CHECKPOINT], size=[315, 98])
+    styled = w.add("LoraLoader", (30, 400), [DEMO_LORA, 1.0, 1.0], size=[315, 126], model=(ckpt, 0), clip=(ckpt, 1))
+    model = w.add("ModelMergeSimple", (400, 100), [0.5], title="Merge models", model1=(ckpt, 0), model2=(styled, 0))
+    clip = w.add("CLIPMergeSimple", (400, 300), [0.5], title="Merge text encoders", clip1=(ckpt, 1),
+                 clip2=(styled, 1))
+    pos = w.add("CLIPTextEncode", (750, 100), ["a blue star on a white background, center"], title="Positive prompt",
+                clip=(clip, 0))
+    neg = w.add("CLIPTextEncode", (750, 350), [""], title="Negative prompt", clip=(clip, 0))
+    latent = w.add("EmptyLatentImage", (750, 600), [64, 64, 1])
+    sampler = w.add("KSampler", (1100, 200), [42, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
+                    model=(model, 0), positive=(pos, 0), negative=(neg, 0), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1450, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1800, 200), ["merged"], images=(image, 0))
+    w.add("CheckpointSave", (750, 800), ["checkpoints/nodegraph-demo-merged"], model=(model, 0), clip=(clip, 0),
+          vae=(ckpt, 2))
+    return w.to_json()
 
 
 def area_composition() -> dict:
@@ -209,12 +304,13 @@ def area_composition() -> dict:
     return w.to_json()
 
 
-def t2i_adapter() -> dict:
+def t2i_adapter(checkpoint: str) -> dict:
     """A T2I-Adapter (loaded with the ControlNet loader, applied with Apply ControlNet) steering the layout
-    from input/example.png. It runs on tiny random stand-ins (no adapter is trained for the demo model):
-    it shows the wiring; its picture is noise. Put a real SD1.5 adapter in models/t2i_adapter to use it."""
+    from input/example.png. No adapter is trained for the demo model, so this is not a shipped example (the
+    product ships no random stand-ins): tests/nodes/test_conditioning_workflows.py builds it on tiny random
+    models it makes in its own folder, to check the wiring."""
     w = Workflow()
-    ckpt, pos, neg = sd_base(w, "a red box on a table", checkpoint=TINY_CHECKPOINT)
+    ckpt, pos, neg = sd_base(w, "a red box on a table", checkpoint=checkpoint)
     load = w.add("LoadImage", (30, 600), ["example.png", "image"])
     adapter = w.add("ControlNetLoader", (400, 850), [TINY_T2I_ADAPTER], size=[315, 58])
     applied = w.add("ControlNetApplyAdvanced", (850, 600), [0.8, 0.0, 1.0], size=[315, 186],
@@ -227,11 +323,36 @@ def t2i_adapter() -> dict:
     return w.to_json()
 
 
+def gligen(checkpoint: str) -> dict:
+    """GLIGEN: two phrases, each placed in a box (GLIGENTextBoxApply), on top of the prompt. No GLIGEN is
+    trained for the demo model, so this is not a shipped example (the product ships no random stand-ins):
+    the tests build it on tiny random models they make (gligen_sd14_textbox_pruned.safetensors in
+    models/gligen and an SD1.x checkpoint is what a user would wire in)."""
+    w = Workflow()
+    ckpt, pos, neg = sd_base(w, "a cat and a ball on the grass", checkpoint=checkpoint)
+    model = w.add("GLIGENLoader", (30, 600), [TINY_GLIGEN], size=[315, 58])
+    cat = w.add("GLIGENTextBoxApply", (400, 600), ["a cat", 32, 48, 0, 16], size=[315, 230], title="Box: a cat",
+                conditioning_to=(pos, 0), clip=(ckpt, 1), gligen_textbox_model=(model, 0))
+    ball = w.add("GLIGENTextBoxApply", (750, 600), ["a ball", 24, 24, 40, 24], size=[315, 230], title="Box: a ball",
+                 conditioning_to=(cat, 0), clip=(ckpt, 1), gligen_textbox_model=(model, 0))
+    latent = w.add("EmptyLatentImage", (750, 350), [64, 64, 1])
+    sampler = w.add("KSampler", (1100, 200), [42, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
+                    model=(ckpt, 0), positive=(ball, 0), negative=(neg, 0), latent_image=(latent, 0))
+    image = w.add("VAEDecode", (1450, 200), vae=(ckpt, 2), samples=(sampler, 0))
+    w.add("SaveImage", (1800, 200), ["gligen"], images=(image, 0))
+    return w.to_json()
+
+
 WORKFLOWS = {"txt2img.json": txt2img, "img2img.json": img2img, "inpaint.json": inpaint, "hires_fix.json": hires_fix}
-WORKFLOWS.update({"lora.json": lora, "controlnet_canny.json": controlnet_canny,
-                  "controlnet_depth.json": controlnet_depth})
+WORKFLOWS.update({"lora.json": lora, "controlnet_canny.json": controlnet_canny})
 WORKFLOWS.update({"demo_lora.json": demo_lora, "demo_controlnet.json": demo_controlnet})
-WORKFLOWS.update({"area_composition.json": area_composition, "t2i_adapter.json": t2i_adapter})
+WORKFLOWS.update({"upscale_model.json": upscale_model, "model_merge.json": model_merge})
+WORKFLOWS.update({"area_composition.json": area_composition})
+WORKFLOWS.update({"latent_upscale.json": latent_upscale, "noisy_latent_composition.json": noisy_latent_composition})
+if (DEMO_DIR / DEMO_DEPTH_CONTROLNET).exists():  # only once a depth ControlNet that passes its judge ships
+    WORKFLOWS["controlnet_depth.json"] = controlnet_depth
+# Not shipped: t2i_adapter() and gligen(), which only random stand-ins could run (the product ships none);
+# the tests build them on tiny models they make in their own folders (tests/nodes/test_conditioning_workflows.py).
 
 if __name__ == "__main__":
     out = ROOT / "workflows"

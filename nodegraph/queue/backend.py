@@ -6,10 +6,14 @@ Two implementations: `Worker` (worker.py), the embedded worker thread and the de
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..cache import DEFAULT_BUDGET
+
+if TYPE_CHECKING:
+    from ..registry import NodeRegistry
 
 
 class Backend(Protocol):
@@ -54,3 +58,10 @@ class RayOptions:
     object_store_bytes: int = 256 * 1024**2  # a local runtime's object store
     lookahead: int = 8  # pending prompts the dispatcher considers for each idle worker
     connect_timeout: float = 10.0  # seconds to reach --ray-address before giving up
+
+
+def build_registry(factory: str, kwargs: dict[str, Any]) -> "NodeRegistry":
+    """The node registry that `module:function` builds from `kwargs` (paths as strings): how a Ray
+    worker builds the same node library as its server."""
+    module_name, _, function = factory.partition(":")
+    return getattr(importlib.import_module(module_name), function or "default_registry")(**kwargs)

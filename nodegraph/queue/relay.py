@@ -6,11 +6,15 @@ same messages in the same order.
 """
 from __future__ import annotations
 
+import io
+import logging
 import time
 from typing import Any, Protocol
 
 from ..executor import RunResult
 from .queue import PromptQueue, QueueItem, history_entry
+
+log = logging.getLogger(__name__)
 
 FINAL_EVENTS = frozenset({"execution_success", "execution_error", "execution_interrupted"})
 
@@ -96,3 +100,15 @@ def record_failure(queue: PromptQueue, listener: Listener, item: QueueItem, mess
 def _node_state(prompt_id: str, node_id: str) -> dict[str, Any]:
     return {"value": 0, "max": 1, "state": "running", "node_id": node_id, "prompt_id": prompt_id,
             "display_node_id": node_id, "parent_node_id": None, "real_node_id": node_id}
+
+
+def encode_jpeg(image: Any) -> bytes | None:
+    """A preview (PIL image) as JPEG bytes; None (logged) if it cannot be encoded: a broken preview
+    must not break the run."""
+    try:
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=95)
+        return buffer.getvalue()
+    except Exception as exc:
+        log.debug("preview not encoded: %s", exc)
+        return None

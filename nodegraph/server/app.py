@@ -18,7 +18,9 @@ from typing import Any, Callable
 from aiohttp import web
 
 from .. import folders as folder_paths
+from .. import resources
 from ..cache import OutputCache
+from ..errors import NodegraphError
 from ..executor import Executor
 from ..queue import Backend, PromptQueue, RayOptions, Worker
 from ..registry import NodeRegistry
@@ -29,7 +31,6 @@ from .middleware import cache_headers, errors_as_json, is_loopback_host, securit
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
-DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
 
 
 @dataclass
@@ -73,9 +74,15 @@ def create_app(layout: folder_paths.Folders, registry: NodeRegistry, *, cache: O
     if backend is None:
         runner = Worker(queue, registry, Executor(cache if cache is not None else OutputCache()), hub)
     else:
+        from ..queue.ray_runtime import require_ray
+        require_ray()  # a clear error (which extra to install) rather than an ImportError
         from ..queue.ray_backend import RayBackend  # imports ray: only when chosen
-        runner = RayBackend(backend, queue, registry, layout, hub)
-    root = web_root if web_root is not None else (DEFAULT_WEB_ROOT if (DEFAULT_WEB_ROOT / "index.html").exists() else None)
+        try:
+            runner = RayBackend(backend, queue, registry, layout, hub)
+        except BaseException:
+            queue.close()
+            raise
+    root = web_root if web_root is not None else resources.web_root()  # the package's, else the checkout's
     state = ServerState(layout, registry, queue, runner, hub, max_upload_size, auth_token, root,
                         started=time.time())
     for prompt_id, action in queue.recovered:
@@ -135,14 +142,21 @@ def serve(args: argparse.Namespace, layout: folder_paths.Folders, registry: Node
         except Exception as exc:  # a missing default model must not keep the server down
             log.warning("default model not prepared: %s", exc)
     web_root = getattr(args, "web_root", None)
-    app = create_app(layout, registry, cache=cache, auth_token=token, loopback_only=loopback,
-                     max_upload_size=int(float(args.max_upload_size) * MB), history_size=args.history_size,
-                     preview_method=args.preview_method, web_root=Path(web_root) if web_root else None)
+    backend: RayOptions | None = getattr(args, "ray_options", None)
+    try:
+        app = create_app(layout, registry, cache=cache, auth_token=token, loopback_only=loopback,
+                         max_upload_size=int(float(args.max_upload_size) * MB), history_size=args.history_size,
+                         preview_method=args.preview_method, web_root=Path(web_root) if web_root else None,
+                         backend=backend)
+    except NodegraphError as exc:  # the Ray backend cannot start: nothing is listening yet
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     # The worker thread holds the GIL while Python-level node code runs; a shorter switch interval
     # (default 5 ms) keeps HTTP and websocket answers prompt meanwhile.
     sys.setswitchinterval(0.001)
     shown = hosts[0] if ":" not in hosts[0] else f"[{hosts[0]}]"
-    print(f"nodegraph server: http://{shown}:{args.port}/ (user data in {layout.user})", file=sys.stderr)
+    where = "" if backend is None else f", prompts run by Ray workers in namespace '{backend.namespace}'"
+    print(f"nodegraph server: http://{shown}:{args.port}/ (user data in {layout.user}{where})", file=sys.stderr)
     web.run_app(app, host=hosts, port=args.port, print=None,
                 access_log=None if getattr(args, "quiet", False) else logging.getLogger("aiohttp.access"))
     return 0

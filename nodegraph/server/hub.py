@@ -8,7 +8,6 @@ what runs now (per running prompt: node, last progress) for clients that reconne
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import struct
@@ -18,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
+
+from ..queue.relay import encode_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -250,18 +251,6 @@ class Hub:
             client.send(None)  # type: ignore[arg-type]
             await client.ws.close()
         self.clients.clear()
-
-
-def encode_jpeg(image: Any) -> bytes | None:
-    """A PIL image as JPEG bytes; None (logged) if it cannot be encoded: a broken preview must not
-    break the run."""
-    try:
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="JPEG", quality=95)
-        return buffer.getvalue()
-    except Exception as exc:
-        log.debug("preview not encoded: %s", exc)
-        return None
 
 
 def _state_view(event: str, data: dict[str, Any]) -> dict[str, Any]:

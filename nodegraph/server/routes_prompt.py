@@ -116,8 +116,9 @@ def routes(state: "ServerState") -> "RouteList":
         running, pending = queue.snapshot()
         body: dict[str, Any] = {"queue_running": [i.as_list() for i in running],
                                 "queue_pending": [i.as_list() for i in pending]}
-        if backend.workers() is not None:  # several workers: which runs what (ComfyUI's items stay 5-arrays)
-            body["running_on"] = {i.prompt_id: i.worker for i in running if i.worker}
+        running_on = {i.prompt_id: i.worker for i in running if i.worker}
+        if running_on:  # several workers: which runs what (ComfyUI's items stay 5-arrays)
+            body["running_on"] = running_on
         return web.json_response(body, dumps=_dumps)
 
     async def post_queue(request: web.Request) -> web.Response:

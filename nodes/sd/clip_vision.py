@@ -70,6 +70,13 @@ class ClipVision:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    # ComfyUI's ClipVisionModel methods that node packs call.
+    def get_sd(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def load_sd(self, sd: Mapping[str, torch.Tensor]):
+        return self.model.load_state_dict(sd, strict=False)
+
     def encode_image(self, image: torch.Tensor, crop: bool = True) -> ClipVisionOutput:
         """IMAGE [B, H, W, C] in 0..1 → the tower's outputs, float32 on the CPU."""
         pixels = clip_preprocess(image.to(self.device), self.image_size, self.image_mean, self.image_std, crop)

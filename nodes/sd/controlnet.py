@@ -368,12 +368,15 @@ class ControlNet:
             if s > self.sigma_range[0] or s < self.sigma_range[1]:
                 return previous  # outside the window: the net is not evaluated at all
         if self.cond_hint_original is None:
-            raise RuntimeError(f"ControlNet '{self.name}' has no hint image; apply it with an Apply ControlNet node")
+            raise RuntimeError(f"'{self.name}' has no hint image; apply it with an Apply ControlNet node")
+        return self._merge(self._residuals(x_in, timesteps, context, batch_size), previous, x_in.dtype)
+
+    def _residuals(self, x_in: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, batch_size: int) -> dict:
+        """This net's own residuals for one batched UNet call (strength not applied yet)."""
         model = self.model
         hint = self._hint_for(x_in, batch_size, model.device, model.dtype)
-        residuals = model(x_in.to(model.device, model.dtype), hint, timesteps.to(model.device),
-                          context.to(model.device, model.dtype))
-        return self._merge(residuals, previous, x_in.dtype)
+        return model(x_in.to(model.device, model.dtype), hint, timesteps.to(model.device),
+                     context.to(model.device, model.dtype))
 
     def _hint_for(self, x: torch.Tensor, batch_size: int, device, dtype) -> torch.Tensor:
         size = (x.shape[2] * 8, x.shape[3] * 8)

@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .attention import CrossAttention, FeedForward
+from .checkpoint import load_weights
 from .errors import ModelLoadError
 from .memory import module_parts
+from .model_options import ModelOptions
 from .model_detection import describe_state_dict
 from .state_dict import load_state_dict
 
@@ -114,11 +116,28 @@ class Gligen(nn.Module):
         return fuser(x, objs.to(device=x.device, dtype=x.dtype))
 
 
+def gligen_unet_patches(entry: tuple, latent_shape: Sequence[int], device) -> Callable[[ModelOptions], ModelOptions]:
+    """For a cond's "gligen" option `(kind, loaded GLIGEN, boxes)` at a latent chunk: a function adding the
+    after-self-attention patch to the model options of that chunk's UNet call. kind "position" places the
+    boxes; any other kind gives GLIGEN no boxes (all null tokens), as ComfyUI's set_empty."""
+    kind, loaded, boxes = entry
+    gligen: Gligen = loaded.model
+    objs = gligen.objects(latent_shape, boxes if kind == "position" else (), device)
+
+    def fuse(x: torch.Tensor, pc) -> torch.Tensor:
+        return gligen.fuse(x, objs, pc.transformer_index)
+
+    def add(options: ModelOptions) -> ModelOptions:
+        return options.with_after_self_attention_patch(fuse, source="GLIGENTextBoxApply")
+    return add
+
+
 _BLOCK = re.compile(r"(input_blocks|middle_block|output_blocks)\.(\d+)\..*?\.fuser\.(.+)$")
 _ORDER = {"input_blocks": 0, "middle_block": 1, "output_blocks": 2}
 
 
-def gligen_from_state_dict(sd: Mapping[str, torch.Tensor], path=None) -> Gligen:
+def gligen_from_state_dict(sd: Mapping[str, torch.Tensor], path=None, *, device: torch.device | str = "cpu",
+                           dtype: torch.dtype = torch.float32) -> Gligen:
     groups: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
     for key, value in sd.items():
         if m := _BLOCK.search(key):
@@ -131,29 +150,18 @@ def gligen_from_state_dict(sd: Mapping[str, torch.Tensor], path=None) -> Gligen:
         part = groups[where]
         query_dim, key_dim = part["linear.weight"].shape
         heads = query_dim // 64 if key_dim == SD2_CONTEXT else 8
-        fuser = GatedSelfAttention(query_dim, key_dim, heads)
-        _load_exactly(fuser, part, f"fuser {where}", path)
-        fusers.append(fuser)
+        fusers.append(load_weights(lambda: GatedSelfAttention(query_dim, key_dim, heads), part,
+                                   f"GLIGEN fuser {len(fusers)}", path, torch.device(device), dtype))
     position = {k[len("position_net."):]: v for k, v in sd.items() if k.startswith("position_net.")}
-    net = PositionNet(position["null_positive_feature"].shape[0], position["linears.4.weight"].shape[0],
-                      hidden=position["linears.0.weight"].shape[0])
-    _load_exactly(net, position, "position_net", path)
+    sizes = (position["null_positive_feature"].shape[0], position["linears.4.weight"].shape[0],
+             position["linears.0.weight"].shape[0])
+    net = load_weights(lambda: PositionNet(*sizes[:2], hidden=sizes[2]), position, "GLIGEN position_net", path,
+                       torch.device(device), dtype)
     log.info("GLIGEN %s: %d fusers, phrase width %d", path or "state dict", len(fusers), key_dim)
     return Gligen(fusers, net, key_dim).eval().requires_grad_(False)
-
-
-def _load_exactly(module: nn.Module, sd: Mapping[str, torch.Tensor], what: str, path) -> None:
-    expected = module.state_dict()
-    problems = [f"missing {k}" for k in expected if k not in sd] + [f"unexpected {k}" for k in sd if k not in expected]
-    problems += [f"{k}: file {tuple(v.shape)}, model {tuple(expected[k].shape)}"
-                 for k, v in sd.items() if k in expected and v.shape != expected[k].shape]
-    if problems:
-        raise ModelLoadError(path, f"GLIGEN {what} does not fit ({len(problems)} problems): {'; '.join(problems[:8])}")
-    module.load_state_dict(sd, strict=True)
 
 
 def load_gligen(path: str | Path, device=None, dtype=None) -> Gligen:
     from . import device as device_policy
     dev = torch.device(device) if device is not None else device_policy.compute_device()
-    model = gligen_from_state_dict(load_state_dict(path), path)
-    return model.to(dev, dtype or device_policy.unet_dtype(dev))
+    return gligen_from_state_dict(load_state_dict(path), path, device=dev, dtype=dtype or device_policy.unet_dtype(dev))

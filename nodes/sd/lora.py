@@ -66,6 +66,10 @@ class Adapter:
     def _raw_delta(self, device: torch.device | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def changes_weight(self, strength: float) -> bool:
+        """Whether applying this adapter at `strength` changes the weight (LoRA-style: strength 0 does not)."""
+        return strength != 0
+
     def delta_numel(self) -> int:
         """How many elements ΔW has; lets the patcher reject a weight of the wrong size before merging."""
         raise NotImplementedError

@@ -163,13 +163,21 @@ _CLIP_LAYER = re.compile(r"^(?P<prefix>.*?)text_model\.encoder\.layers\.(?P<i>\d
 
 
 def clip_lora_key_map_from_keys(keys: Iterable[str]) -> dict[str, str]:
-    """{LoRA base name: text-encoder weight key} for the CLIP-L layers LoRAs train (q/k/v/out proj, fc1/fc2).
+    """{LoRA base name: text-encoder weight key} for the CLIP-L layers LoRAs train (q/k/v/out proj, fc1/fc2)
+    in every naming scheme, and for any other text-encoder weight by its kohya / generic name.
 
     Works for any module whose keys end in `text_model.encoder.layers.{i}.{m}.weight` (a transformers
     CLIPTextModel, or a wrapper that adds a prefix).
     """
     out: dict[str, str] = {}
     for key in keys:
+        text_model = key.find("text_model.")
+        if key.endswith(".weight") and text_model >= 0:
+            # Any text-encoder weight by its full path: kohya's naming pattern (what LoraSave writes for
+            # norms and embeddings too) and ComfyUI's generic `text_encoders.` form.
+            path = key[text_model:-len(".weight")]
+            out[f"lora_te_{_underscored(path)}"] = key
+            out[f"text_encoders.clip_l.transformer.{path}"] = key
         m = _CLIP_LAYER.match(key)
         if m is None:
             continue

@@ -110,6 +110,13 @@ class ModelPatcher:
     def _weights(self) -> dict[str, torch.Tensor]:
         return dict(self.model.state_dict(keep_vars=True))
 
+    def _tensor(self, key: str) -> torch.Tensor:
+        """One parameter or buffer by name, without listing them all."""
+        try:
+            return self.model.get_parameter(key)
+        except AttributeError:
+            return self.model.get_buffer(key)
+
     def fitting_keys(self, patches: Mapping[str, Adapter]) -> set[str]:
         """The keys of `patches` that name a weight of this module whose size matches the adapter's ΔW."""
         weights = self._weights()
@@ -139,17 +146,32 @@ class ModelPatcher:
         return used
 
     def patched_keys(self) -> set[str]:
-        """Keys with at least one patch of non-zero strength — the weights `patch_model` will change."""
-        return {k for k, plist in self.patches.items() if any(s != 0 for s, _ in plist)}
+        """Keys with at least one patch that changes the weight (non-zero strength, or a merge that scales
+        the weight itself) — the weights `patch_model` will change."""
+        return {k for k, plist in self.patches.items() if any(a.changes_weight(s) for s, a in plist)}
+
+    def weight(self, key: str, device: Device | None = None) -> torch.Tensor:
+        """This clone's weight `key` (the original with this clone's patches) in fp32, computed aside:
+        the module is not touched, whichever clone's patches it holds. For merges and for saving."""
+        state = self._state
+        with state.lock, torch.inference_mode(False), torch.no_grad():
+            original = state.backup.get(key)
+            if original is None:
+                original = self._tensor(key).data
+            device = torch.device(device) if device is not None else original.device
+            if not any(a.changes_weight(s) for s, a in self.patches.get(key, ())):
+                return original.to(device=device, dtype=torch.float32, copy=True)
+            return self.patched_weight(key, original.to(torch.float32), device)
 
     # -- writing weights -----------------------------------------------------------------------------
 
     def patched_weight(self, key: str, original: torch.Tensor, device: Device | None = None) -> torch.Tensor:
-        """original + Σ strength·ΔW in fp32 on `device`, cast back to the original dtype. Zero strengths are skipped."""
+        """original + Σ strength·ΔW in fp32 on `device`, cast back to the original dtype. Patches that
+        change nothing (zero strength) are skipped."""
         device = torch.device(device) if device is not None else original.device
         w = original.to(device=device, dtype=torch.float32, copy=True)
         for strength, adapter in self.patches.get(key, ()):
-            if strength != 0:
+            if adapter.changes_weight(strength):
                 try:
                     adapter.add_to(w, strength)
                 except (ValueError, RuntimeError) as e:
@@ -245,6 +267,9 @@ class ModelPatcher:
         yield from module_parts(self.model)
         adapters = {id(a): a for plist in self.patches.values() for _, a in plist}
         yield from tensor_parts(t for a in adapters.values() for t in vars(a).values() if isinstance(t, torch.Tensor))
+        for adapter in adapters.values():  # a merge holds another model's weights, not tensors of its own
+            if hasattr(adapter, "memory_parts"):
+                yield from adapter.memory_parts()
 
     def patches_size(self) -> int:
         """Bytes held by this clone's adapters (the extra memory a LoRA clone costs)."""

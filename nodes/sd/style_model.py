@@ -9,6 +9,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from .checkpoint import load_weights
 from .errors import ModelLoadError
 from .model_detection import describe_state_dict
 from .memory import module_parts
@@ -84,8 +85,10 @@ class StyleModel:
         if hidden.shape[-1] != width:
             raise ValueError(f"the CLIP vision output is {hidden.shape[-1]} wide but this style model takes "
                              f"{width}-wide hidden states (use the CLIP vision model it was trained with)")
+        weight = self.model.proj
         with torch.inference_mode():
-            return self.model(hidden.float()).clone()
+            tokens = self.model(hidden.to(weight.device, weight.dtype))
+        return tokens.float().cpu().clone()
 
 
 def build_style_model(sd: Mapping[str, torch.Tensor], path: str | Path | None = None) -> StyleModel:
@@ -97,15 +100,9 @@ def build_style_model(sd: Mapping[str, torch.Tensor], path: str | Path | None = 
     context_dim = sd["proj"].shape[1]
     layers = 1 + max((int(m.group(1)) for k in sd if (m := re.match(r"transformer_layes\.(\d+)\.", k))), default=-1)
     heads = STYLE_HEADS if width % STYLE_HEADS == 0 else 1
-    model = StyleAdapter(width, context_dim, heads, layers, num_token)
-    expected = model.state_dict()
-    problems = [f"missing {k}" for k in expected if k not in sd] + [f"unexpected {k}" for k in sd if k not in expected]
-    problems += [f"{k}: file {tuple(v.shape)}, model {tuple(expected[k].shape)}"
-                 for k, v in sd.items() if k in expected and v.shape != expected[k].shape]
-    if problems:
-        raise ModelLoadError(path, f"style model weights do not fit ({len(problems)} problems): {'; '.join(problems[:12])}")
-    model.load_state_dict(sd, strict=True)
-    return StyleModel(model.eval().requires_grad_(False))
+    model = load_weights(lambda: StyleAdapter(width, context_dim, heads, layers, num_token), sd, "style model",
+                         path, torch.device("cpu"), torch.float32)
+    return StyleModel(model)
 
 
 def load_style_model(path: str | Path) -> StyleModel:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from . import device as device_policy
+from .checkpoint import load_weights
 from .controlnet import ControlNet, UnsupportedControlNetError, prepare_hint, broadcast_hint
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ def adapter_from_state_dict(sd: Mapping[str, torch.Tensor], *, device="cpu", dty
         blocks = 1 + max(int(m.group(1)) for k in keys if (m := re.match(r"body\.0\.body\.(\d+)\.", k)))
         config = AdapterConfig("light", sd["body.0.in_conv.weight"].shape[1],
                                tuple(sd[f"body.{i}.out_conv.weight"].shape[0] for i in range(levels)), blocks)
-        model = T2IAdapterModel(config)
+        make = lambda: T2IAdapterModel(config)  # noqa: E731
     elif "conv_in.weight" in keys:
         cin = sd["conv_in.weight"].shape[1]
         if cin in (256, 768):
@@ -191,24 +192,18 @@ def adapter_from_state_dict(sd: Mapping[str, torch.Tensor], *, device="cpu", dty
         config = AdapterConfig("full", cin, tuple(sd[f"body.{i}.block1.weight"].shape[0] for i in range(0, n, r)), r,
                                ksize=sd["body.0.block2.weight"].shape[2],
                                down_conv=any(k.endswith("down_opt.op.weight") for k in keys))
-        model = T2IAdapterModel(config, frozenset(i for i in range(n) if f"body.{i}.in_conv.weight" in keys),
-                                frozenset(i for i in range(n) if f"body.{i}.skep.weight" in keys))
+        in_conv = frozenset(i for i in range(n) if f"body.{i}.in_conv.weight" in keys)
+        skep = frozenset(i for i in range(n) if f"body.{i}.skep.weight" in keys)
+        make = lambda: T2IAdapterModel(config, in_conv, skep)  # noqa: E731
     else:
         raise UnsupportedControlNetError(path, "not a T2I-Adapter (no conv_in or body.0.in_conv)")
     if config.in_channels % (UNSHUFFLE * UNSHUFFLE):
         raise UnsupportedControlNetError(path, f"the adapter's {config.in_channels} input channels are not a multiple "
                                                f"of {UNSHUFFLE * UNSHUFFLE} (an 8x8 pixel unshuffle)")
-    expected = model.state_dict()
-    problems = [f"missing {k}" for k in expected if k not in sd] + [f"unexpected {k}" for k in sd if k not in expected]
-    problems += [f"{k}: file {tuple(v.shape)}, model {tuple(expected[k].shape)}"
-                 for k, v in sd.items() if k in expected and v.shape != expected[k].shape]
-    if problems:
-        raise UnsupportedControlNetError(path, f"T2I-Adapter weights do not fit ({len(problems)} problems): "
-                                               f"{'; '.join(problems[:12])}")
-    model.load_state_dict(sd, strict=True)
+    model = load_weights(make, sd, "T2I-Adapter", path, torch.device(device), dtype)
     log.info("loaded %s T2I-Adapter %s (%d levels, hint channels %d)", config.kind, path or "state dict",
              len(config.channels), model.hint_channels)
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return model
 
 
 def load_t2i_adapter(sd: Mapping[str, torch.Tensor], path: Path, device=None) -> "T2IAdapter":
@@ -241,16 +236,8 @@ class T2IAdapter(ControlNet):
         self._features = {}
         super().cleanup()
 
-    def get_control(self, x_in, timesteps, context, sigma, batch_size):
-        previous = None
-        if self.previous_controlnet is not None:
-            previous = self.previous_controlnet.get_control(x_in, timesteps, context, sigma, batch_size)
-        if self.sigma_range is not None:
-            s = float(sigma.reshape(-1)[0])
-            if s > self.sigma_range[0] or s < self.sigma_range[1]:
-                return previous
-        if self.cond_hint_original is None:
-            raise RuntimeError(f"T2I-Adapter '{self.name}' has no hint image; apply it with an Apply ControlNet node")
+    def _residuals(self, x_in, timesteps, context, batch_size) -> dict:
+        """{"input": [...]}: the features for this latent size and batch, computed once and reused every step."""
         key = (tuple(x_in.shape), batch_size)
         features = self._features.get(key)
         if features is None:
@@ -258,16 +245,14 @@ class T2IAdapter(ControlNet):
             if self.model.hint_channels == 1 and hint.shape[1] > 1:
                 hint = hint.mean(1, keepdim=True)
             hint = broadcast_hint(hint, x_in.shape[0], batch_size)
-            model = self.model
-            first = next(model.parameters())
+            first = next(self.model.parameters())
             with torch.inference_mode():
-                levels = model(hint.to(first.device, first.dtype))
+                levels = self.model(hint.to(first.device, first.dtype))
             slots = []
             for feature in levels:
                 slots += [None] * EMPTY_SLOTS_PER_LEVEL + [feature]
-            self._features = {key: slots[::-1]}  # consumed from the end: input block 0 pops the last
-            features = self._features[key]
-        return self._merge({"input": list(features)}, previous, x_in.dtype)
+            features = self._features[key] = slots[::-1]  # consumed from the end: input block 0 pops the last
+        return {"input": list(features)}
 
     def memory_parts(self):
         from .memory import tensor_parts

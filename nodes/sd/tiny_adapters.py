@@ -1,5 +1,5 @@
 """Tiny random adapters shaped for the tiny checkpoint (nodes.sd.tiny), in the real file formats: T2I-Adapters
-(full, light), a T2I style model, a CLIP vision tower. Test fixtures and the stand-ins the adapter example
+(full, light), a T2I style model, a CLIP vision tower, a GLIGEN model. Test fixtures and the stand-ins the adapter example
 workflows run on; their pictures are noise (they show the wiring), real files load through the same code."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .t2i_adapter import AdapterConfig, T2IAdapterModel
 from .tiny import TINY_CLIP_HIDDEN, TINY_UNET_CONFIG, _init_weights
 
 TINY_T2I_ADAPTER = "nodegraph-tiny-t2i-adapter.safetensors"
+TINY_GLIGEN = "nodegraph-tiny-gligen.safetensors"
 TINY_VISION_WIDTH = 32
 
 

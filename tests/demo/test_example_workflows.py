@@ -66,3 +66,33 @@ def test_the_controlnet_example_puts_the_shape_where_the_example_image_has_one(s
     verdict = judge(draw(setup, "demo_controlnet.json"))
     assert verdict.colour == "green" and verdict.shape == "square", verdict
     assert iou(verdict.mask, target) >= 0.7
+
+
+@pytest.mark.skipif(not (WORKFLOWS / "controlnet_depth.json").exists(), reason="no demo depth pair ships")
+def test_the_depth_example_puts_the_shape_where_the_depth_map_is_near(setup):
+    """controlnet_depth.json: the demo depth estimator's map of input/example.png (a square at the top left)
+    steers the demo depth ControlNet; the prompt names no position."""
+    layout, _ = setup
+    with Image.open(layout.input / "example.png") as png:
+        example = np.array(png.convert("RGB"))
+    target = harness.depth_region(harness.depth(example[None])[0])
+    assert 0.05 < target.mean() < 0.3, target.mean()  # the square, not the whole image
+    verdict = judge(draw(setup, "controlnet_depth.json"))
+    assert verdict.colour == "purple" and verdict.shape == "square", verdict
+    assert iou(verdict.mask, target) >= 0.7
+
+
+def test_the_latent_upscale_example_keeps_its_subject_at_twice_the_size(setup):
+    image = draw(setup, "latent_upscale.json")
+    assert image.shape == (128, 128, 3)
+    verdict = judge(np.asarray(Image.fromarray(image).resize((64, 64), Image.Resampling.BOX)))
+    assert (verdict.colour, verdict.shape) == ("green", "triangle"), verdict
+
+
+def test_the_noisy_latent_composition_example_puts_each_subject_in_its_half(setup):
+    """Two subjects sampled apart for the first steps, pasted side by side, finished together."""
+    image = draw(setup, "noisy_latent_composition.json")
+    assert image.shape == (64, 128, 3)
+    left, right = judge(image[:, :64]), judge(image[:, 64:])
+    assert (left.colour, left.shape) == ("red", "circle"), left
+    assert (right.colour, right.shape) == ("blue", "square"), right

@@ -108,3 +108,19 @@ def test_common_options_work_before_and_after_the_command(home, tmp_path, capsys
     assert folders.current().output == (tmp_path / "b").resolve()
     assert main(["--output-dir", str(tmp_path / "c"), "validate", str(path)]) == 0
     assert folders.current().output == (tmp_path / "c").resolve(), "the option before the command was kept"
+
+
+def test_output_files_lists_every_reported_file_not_only_images(tmp_path):
+    from nodegraph.cli import output_files
+    from nodegraph.executor import RunResult
+    from nodegraph.folders import Folders
+
+    layout = Folders(tmp_path)
+    result = RunResult("p", "success", outputs={
+        "1": {"images": [{"filename": "a_00001_.png", "subfolder": "", "type": "output"}]},
+        "2": {"models": [{"filename": "m_00001_.safetensors", "subfolder": "checkpoints", "type": "output"}]},
+        "3": {"latents": [{"filename": "l_00001_.latent", "subfolder": "", "type": "temp"}], "text": ["not a file"]},
+    })
+    assert output_files(result, layout) == [layout.output / "a_00001_.png",
+                                            layout.output / "checkpoints" / "m_00001_.safetensors",
+                                            layout.temp / "l_00001_.latent"]

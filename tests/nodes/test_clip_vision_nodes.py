@@ -1,5 +1,5 @@
 """CLIP vision towers and style models: tiny stand-ins in the real file layouts (transformers' and OpenAI's
-for CLIP vision, the T2I-Adapter style adapter's), generated here into temporary folders and loaded through
+for CLIP vision, the T2I-Adapter style adapter's), generated into temporary folders and loaded through
 the ordinary loader nodes. References: transformers' CLIPVisionModelWithProjection and CLIPImageProcessor
 (built here from hand-written configs, independent of our shape detection), and a style adapter written out
 with explicit attention math below."""
@@ -9,11 +9,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from nodes.clip_vision import CLIPVisionEncode, CLIPVisionLoader, StyleModelApply, StyleModelLoader, unCLIPConditioning
 from nodes.sd.clip_vision import ClipVisionOutput, clip_preprocess
+from nodes.sd.tiny_adapters import make_tiny_style_model
 from nodegraph import NodeInputError
 
 CONFIG = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=1, image_size=28,
@@ -138,26 +139,7 @@ def test_wrong_kind_truncated_and_pickled_files_are_refused_naming_the_file(layo
 
 
 # -- style models ---------------------------------------------------------------------------------------
-WIDTH, CONTEXT, TOKENS, LAYERS, HEADS = 32, 24, 3, 2, 8
-
-
-def style_state_dict(seed=0):
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape, scale=0.2):
-        return torch.randn(*shape, generator=g) * scale
-
-    sd = {"style_embedding": r(1, TOKENS, WIDTH, scale=1.0), "proj": r(WIDTH, CONTEXT),
-          "ln_pre.weight": 1 + r(WIDTH), "ln_pre.bias": r(WIDTH), "ln_post.weight": 1 + r(WIDTH), "ln_post.bias": r(WIDTH)}
-    for i in range(LAYERS):
-        p = f"transformer_layes.{i}."
-        sd.update({p + "attn.in_proj_weight": r(3 * WIDTH, WIDTH), p + "attn.in_proj_bias": r(3 * WIDTH),
-                   p + "attn.out_proj.weight": r(WIDTH, WIDTH), p + "attn.out_proj.bias": r(WIDTH),
-                   p + "ln_1.weight": 1 + r(WIDTH), p + "ln_1.bias": r(WIDTH),
-                   p + "ln_2.weight": 1 + r(WIDTH), p + "ln_2.bias": r(WIDTH),
-                   p + "mlp.c_fc.weight": r(4 * WIDTH, WIDTH), p + "mlp.c_fc.bias": r(4 * WIDTH),
-                   p + "mlp.c_proj.weight": r(WIDTH, 4 * WIDTH), p + "mlp.c_proj.bias": r(WIDTH)})
-    return sd
+WIDTH, CONTEXT, TOKENS, LAYERS, HEADS = 32, 32, 4, 2, 8  # nodes.sd.tiny_adapters.make_tiny_style_model's
 
 
 def reference_style(sd, hidden):
@@ -181,11 +163,9 @@ def reference_style(sd, hidden):
 
 @pytest.fixture
 def style_file(layout):
-    sd = style_state_dict()
-    folder = layout.model_dirs("style_models")[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(folder / "t2iadapter_style_tiny.safetensors"))
-    return sd, "t2iadapter_style_tiny.safetensors"
+    path = make_tiny_style_model(layout.model_dirs("style_models")[0] / "t2iadapter_style_tiny.safetensors",
+                                 tokens=TOKENS, layers=LAYERS)
+    return load_file(str(path)), path.name
 
 
 def vision_output(batch=2, tokens=5):

@@ -1,5 +1,6 @@
-"""Sampling for SD1.x: the EPS noise schedule, sigma schedules, k-diffusion-style samplers,
-classifier-free guidance over CONDITIONING lists, and the KSampler pipeline that ties them together.
+"""Sampling for SD1.x: the EPS noise schedule, sigma schedules, every ComfyUI sampler (one module per
+family), classifier-free guidance and guiders over CONDITIONING lists, and the pipeline that ties them
+together for KSampler and the custom-sampling nodes.
 
 Numerics follow ComfyUI (see docs/sampling.md) so that the same seed gives the same image.
 """

@@ -3,6 +3,7 @@ the next sigma. Noise comes from `noise_sampler` or, by default, ComfyUI's per-s
 (noise.default_noise_sampler: one randn of x's shape per draw, seeded with the seed)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .noise import default_noise_sampler
@@ -96,4 +97,28 @@ def lcm(model, x, sigmas, *, seed, report, noise_sampler=None):
         x = denoised
         if sigmas[i + 1] > 0:
             x = model.sampling.noise_scaling(sigmas[i + 1], noise(sigmas[i], sigmas[i + 1]), x)
+    return x
+
+
+@sampler("lcm_upscale")
+def lcm_upscale(model, x, sigmas, *, seed, report, resize, total_upscale=2.0, upscale_steps=None):
+    """SamplerLCMUpscale: LCM steps that also enlarge the latent by `resize(x, width, height)`, up to
+    total_upscale over the first upscale_steps steps (half the steps by default). ComfyUI draws this
+    noise from torch's global generator, which its initial-noise draw left seeded with the seed: here
+    a generator seeded with the seed skips that draw (on the CPU), so a run whose initial noise came
+    from the same seed gets the same noise."""
+    steps = max(len(sigmas) // 2 + 1, 2) if upscale_steps is None else min(upscale_steps + 1, len(sigmas) + 1)
+    factors = np.linspace(1.0, total_upscale, steps)[1:]
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    if x.device.type == "cpu":
+        torch.randn(x.shape, generator=generator)
+    height, width = x.shape[-2:]
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        report(i, x, sigmas[i], denoised)
+        x = denoised
+        if i < len(factors):
+            x = resize(x, round(width * factors[i]), round(height * factors[i]))
+        if sigmas[i + 1] > 0:
+            x = x + sigmas[i + 1] * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x

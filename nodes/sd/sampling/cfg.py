@@ -8,6 +8,9 @@ A CONDITIONING is a list of [cond_tensor [1, 77*k, C], options]. Recognised opti
                   `set_area_to_bounds` crops the evaluation to the mask's bounding box
   start_percent / end_percent   the cond is only active while sigma is inside that window
   control         a ControlProvider (see below); `control_apply_to_uncond` lends it to the negative
+  cross_attn_controlnet   the ControlNets' context instead of the text (CLIPTextEncodeControlnet)
+  gligen          ("position", GLIGEN, boxes): an after-self-attention UNet patch for this cond only
+                  (nodes/sd/gligen.py); lent to a negative without one, as ComfyUI does
 Several conds in one list are blended by weighted average, weight = mask * strength, with area
 conds feathered over 8 latent pixels at edges that are not on the latent's border.
 
@@ -64,6 +67,9 @@ class _Chunk:
     context: torch.Tensor
     area: tuple | None
     control: Any
+    # Per-cond additions (conds that have them are batched only with conds that share them, as ComfyUI):
+    control_context: torch.Tensor | None = None  # cross_attn_controlnet: the ControlNets' own context
+    unet_patches: Callable[[ModelOptions], ModelOptions] | None = None  # e.g. GLIGEN's boxes
 
 
 class CFGDenoiser:
@@ -113,6 +119,7 @@ class CFGDenoiser:
                 if pre_run is not None:
                     pre_run(self.ms)
         _lend_control_to_uncond([c for c in conds[0] if c.get("control_apply_to_uncond")], conds[1])
+        _lend_control_to_uncond(conds[0], conds[1], key="gligen")  # ComfyUI lends GLIGEN boxes the same way
         self.prepared, self._resolved_for = conds, dims
 
     # -- evaluation --------------------------------------------------------------------------
@@ -137,14 +144,26 @@ class CFGDenoiser:
         cond, uncond = self.calc_cond_batch(list(conds), x, sigma)
         if not options.guides_cfg and not self.post_cfg_functions:
             return uncond + (cond - uncond) * self.cfg
-        step = CFGStep(x, sigma, self.cfg, conds, cond, uncond, options, self.run, self.calc_cond_batch)
+        step = self.cfg_step(x, sigma, self.cfg, conds, cond, uncond)
         for hook in options.pre_cfg:
             step.cond_denoised, step.uncond_denoised = hook(step)
-        if options.cfg_function is not None:
-            step.denoised = options.cfg_function(step)
+        return self.mix(step)
+
+    # The pieces of ComfyUI's cfg_function, for guiders that combine more than two predictions.
+    def cfg_step(self, x, sigma, cond_scale: float, conds: tuple, cond, uncond) -> CFGStep:
+        return CFGStep(x, sigma, cond_scale, conds, cond, uncond, self.options, self.run, self.calc_cond_batch)
+
+    def mix(self, step: CFGStep) -> torch.Tensor:
+        """The options' CFG function, or uncond + (cond - uncond) * scale; then the post-CFG hooks."""
+        if self.options.cfg_function is not None:
+            step.denoised = self.options.cfg_function(step)
         else:
-            step.denoised = step.uncond_denoised + (step.cond_denoised - step.uncond_denoised) * self.cfg
-        for hook in options.post_cfg:
+            step.denoised = step.uncond_denoised + (step.cond_denoised - step.uncond_denoised) * step.cond_scale
+        return self.post_cfg(step)
+
+    def post_cfg(self, step: CFGStep) -> torch.Tensor:
+        """The MODEL's post-CFG hooks, then the running sampler's post_cfg_functions, on step.denoised."""
+        for hook in self.options.post_cfg:
             step.denoised = hook(step)
         for hook in self.post_cfg_functions:
             step.denoised = hook(step)
@@ -166,7 +185,10 @@ class CFGDenoiser:
             n = len(chunks)
             call = ModelCall(torch.cat([c.input_x for c in chunks]), torch.cat([sigma] * n),
                              _concat_context([c.context for c in chunks]), None, tuple(k for _, k in batch))
-            outputs = self._apply_model(call, chunks[-1].control, sigma, options)
+            control_context = None if first.control_context is None else \
+                _concat_context([c.control_context for c in chunks])
+            batch_options = options if first.unet_patches is None else first.unet_patches(options)
+            outputs = self._apply_model(call, chunks[-1].control, sigma, batch_options, control_context)
             for (chunk, k), pred in zip(batch, outputs.chunk(n)):
                 o, cnt = out[k], counts[k]
                 if chunk.area is not None:
@@ -176,13 +198,16 @@ class CFGDenoiser:
                 cnt += chunk.mult
         return [o / cnt for o, cnt in zip(out, counts)]
 
-    def _apply_model(self, call: ModelCall, control, latent_sigma: torch.Tensor, options: ModelOptions):
-        """One batched model evaluation -> x0, through the options' UNet wrapper when there is one."""
+    def _apply_model(self, call: ModelCall, control, latent_sigma: torch.Tensor, options: ModelOptions,
+                     control_context: torch.Tensor | None = None):
+        """One batched model evaluation -> x0, through the options' UNet wrapper when there is one.
+        `control_context`: what the ControlNets attend to instead of the text (CLIPTextEncodeControlnet)."""
         self.model_calls += 1
         if control is not None:
             call.control = control.get_control(self.ms.calculate_input(call.sigma, call.x),
-                                               self.ms.timestep(call.sigma).float(), call.context, call.sigma,
-                                               len(call.cond_or_uncond))
+                                               self.ms.timestep(call.sigma).float(),
+                                               call.context if control_context is None else control_context,
+                                               call.sigma, len(call.cond_or_uncond))
         pc = None
         if options.unet.active:
             pc = PatchContext(options.unet, latent_sigma, call.cond_or_uncond, self.run)
@@ -290,10 +315,22 @@ def _area_and_mult(c: dict, x: torch.Tensor, sigma: torch.Tensor) -> _Chunk | No
     mult = mask * c.get("strength", 1.0)
     if "mask" not in c and area is not None:
         _feather(mult, area, x.shape[2:])
-    context = c["cross_attn"].to(x.device)
-    if context.shape[0] < x.shape[0]:
-        context = context.repeat([math.ceil(x.shape[0] / context.shape[0]), 1, 1])[:x.shape[0]]
-    return _Chunk(input_x, mult, context, area, c.get("control"))
+    context = _rows(c["cross_attn"].to(x.device), x.shape[0])
+    control_context = c.get("cross_attn_controlnet")
+    if control_context is not None:
+        control_context = _rows(control_context.to(x.device), x.shape[0])
+    unet_patches = None
+    if c.get("gligen") is not None:
+        from ..gligen import gligen_unet_patches  # only GLIGEN conditionings need it
+        unet_patches = gligen_unet_patches(c["gligen"], input_x.shape, input_x.device)
+    return _Chunk(input_x, mult, context, area, c.get("control"), control_context, unet_patches)
+
+
+def _rows(context: torch.Tensor, rows: int) -> torch.Tensor:
+    """A [1, T, C] context repeated to `rows` batch rows."""
+    if context.shape[0] < rows:
+        context = context.repeat([math.ceil(rows / context.shape[0]), 1, 1])[:rows]
+    return context
 
 
 def _feather(mult: torch.Tensor, area: tuple, full: tuple):
@@ -310,7 +347,9 @@ def _feather(mult: torch.Tensor, area: tuple, full: tuple):
 
 
 def _can_concat(a: _Chunk, b: _Chunk) -> bool:
-    if a.input_x.shape != b.input_x.shape or a.control is not b.control:
+    if a.input_x.shape != b.input_x.shape or a.control is not b.control or a.unet_patches is not b.unet_patches:
+        return False
+    if (a.control_context is None) != (b.control_context is None):
         return False
     s1, s2 = a.context.shape, b.context.shape
     if s1 != s2:
@@ -354,14 +393,15 @@ def _add_same_area_partner(others: list[dict], c: dict):
     others.append(partner)
 
 
-def _lend_control_to_uncond(controlled: list[dict], negative: list[dict]):
-    """Old 'Apply ControlNet' semantics: whole-image negatives without a control borrow the positives'."""
-    controls = [c["control"] for c in controlled if "area" not in c and c.get("control") is not None]
-    if any("area" not in n and n.get("control") is not None for n in negative):
+def _lend_control_to_uncond(controlled: list[dict], negative: list[dict], key: str = "control"):
+    """Old 'Apply ControlNet' semantics: whole-image negatives without a control borrow the positives'.
+    key="gligen": the same for GLIGEN boxes, which ComfyUI lends from every positive."""
+    controls = [c[key] for c in controlled if "area" not in c and c.get(key) is not None]
+    if any("area" not in n and n.get(key) is not None for n in negative):
         return
-    free = [k for k, n in enumerate(negative) if "area" not in n and n.get("control") is None]
+    free = [k for k, n in enumerate(negative) if "area" not in n and n.get(key) is None]
     for j, control in enumerate(controls):
         if not free:
             return
         k = free[j % len(free)]
-        negative[k] = dict(negative[k], control=control)
+        negative[k] = dict(negative[k], **{key: control})

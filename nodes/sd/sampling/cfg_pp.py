@@ -73,3 +73,14 @@ def dpmpp_2m_cfg_pp(model, x, sigmas, *, seed, report):
         x = denoised + mix + torch.exp(-h) * x
         old_uncond = model.uncond
     return x
+
+
+@sampler("euler_pp", uses_uncond=True)
+def euler_pp(model, x, sigmas, *, seed, report):
+    """SamplerEulerCFG++'s 'alternative' version: Euler along (x - 2 D_cfg + D_uncond) / sigma."""
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i])
+        d = to_d(x - denoised + model.uncond, sigmas[i], denoised)
+        report(i, x, sigmas[i], denoised)
+        x = x + d * (sigmas[i + 1] - sigmas[i])
+    return x

@@ -11,7 +11,7 @@ import math
 import torch
 
 from .noise import default_noise_sampler
-from .samplers import get_ancestral_step, sampler
+from .samplers import SamplerError, get_ancestral_step, sampler
 
 
 class _Solver:
@@ -69,7 +69,7 @@ class _Solver:
 def _range(sigmas):
     sigma_min = sigmas[-1] if sigmas[-1] != 0 else sigmas[-2]
     if sigma_min <= 0 or sigmas[0] <= 0:
-        raise ValueError("dpm_fast / dpm_adaptive need non-zero sigmas at both ends of the schedule")
+        raise SamplerError("dpm_fast / dpm_adaptive need non-zero sigmas at both ends of the schedule")
     return -sigmas[0].log(), -sigma_min.log()
 
 
@@ -120,13 +120,13 @@ class _PIDStepSize:
 def dpm_adaptive(model, x, sigmas, *, seed, report, order=3, rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0.0,
                  icoeff=1.0, dcoeff=0.0, accept_safety=0.81, eta=0.0, s_noise=1.0, noise_sampler=None):
     if order not in (2, 3):
-        raise ValueError(f"dpm_adaptive's order must be 2 or 3, not {order}")
+        raise SamplerError(f"dpm_adaptive's order must be 2 or 3, not {order}")
     noise = noise_sampler or default_noise_sampler(x, seed)
     solver = _Solver(model)
     t_start, t_end = _range(sigmas)
     forward = t_end > t_start
     if not forward and eta:
-        raise ValueError("dpm_adaptive: eta must be 0 when sampling towards higher noise")
+        raise SamplerError("dpm_adaptive: eta must be 0 when sampling towards higher noise")
     atol, rtol = torch.tensor(atol), torch.tensor(rtol)
     pid = _PIDStepSize(abs(h_init) * (1 if forward else -1), pcoeff, icoeff, dcoeff, 1.5 if eta else order,
                        accept_safety)

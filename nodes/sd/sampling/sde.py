@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .noise import brownian_noise_sampler, default_noise_sampler
-from .samplers import get_ancestral_step, h_phi_1, h_phi_2, half_log_snr, sampler, sigma_at
+from .samplers import SamplerError, get_ancestral_step, h_phi_1, h_phi_2, half_log_snr, sampler, sigma_at
 
 
 @sampler("dpmpp_sde_gpu", cpu_tree=False)
@@ -48,6 +48,17 @@ def dpmpp_sde(model, x, sigmas, *, seed, report, eta=1.0, s_noise=1.0, r=0.5, no
     return x
 
 
+def _sde_first_order(x, denoised, sigmas, i, eta):
+    """The first-order part of a multistep SDE step sigma_i -> sigma_{i+1} in lambda = -log sigma;
+    returns (x, h, h_eta, alpha_t) for the higher-order corrections."""
+    lambda_s, lambda_t = half_log_snr(sigmas[i]), half_log_snr(sigmas[i + 1])
+    h = lambda_t - lambda_s
+    h_eta = h * (eta + 1)
+    alpha_t = sigmas[i + 1] * lambda_t.exp()
+    x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
+    return x, h, h_eta, alpha_t
+
+
 def _sde_step_noise(noise, sigmas, i, h, eta, s_noise):
     """The fresh noise of one multistep SDE step: sigma_{i+1} * sqrt(1 - exp(-2 h eta)) of a unit draw."""
     return noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
@@ -62,7 +73,7 @@ def dpmpp_2m_sde(model, x, sigmas, *, seed, report, eta=1.0, s_noise=1.0, noise_
     """DPM-Solver++(2M) SDE: first order plus the 'midpoint' or 'heun' second-order correction from
     the previous denoised; lands on D at sigma 0."""
     if solver_type not in ("heun", "midpoint"):
-        raise ValueError(f"solver_type must be 'heun' or 'midpoint', not {solver_type!r}")
+        raise SamplerError(f"solver_type must be 'heun' or 'midpoint', not {solver_type!r}")
     noise = noise_sampler or brownian_noise_sampler(x, sigmas, seed, cpu=cpu_tree)
     old_denoised, h, h_last = None, None, None
     for i in range(len(sigmas) - 1):
@@ -71,11 +82,7 @@ def dpmpp_2m_sde(model, x, sigmas, *, seed, report, eta=1.0, s_noise=1.0, noise_
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            lambda_s, lambda_t = half_log_snr(sigmas[i]), half_log_snr(sigmas[i + 1])
-            h = lambda_t - lambda_s
-            h_eta = h * (eta + 1)
-            alpha_t = sigmas[i + 1] * lambda_t.exp()
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
+            x, h, h_eta, alpha_t = _sde_first_order(x, denoised, sigmas, i, eta)
             if old_denoised is not None:
                 r = h_last / h
                 if solver_type == "heun":
@@ -100,11 +107,7 @@ def dpmpp_3m_sde(model, x, sigmas, *, seed, report, eta=1.0, s_noise=1.0, noise_
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            lambda_s, lambda_t = half_log_snr(sigmas[i]), half_log_snr(sigmas[i + 1])
-            h = lambda_t - lambda_s
-            h_eta = h * (eta + 1)
-            alpha_t = sigmas[i + 1] * lambda_t.exp()
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
+            x, h, h_eta, alpha_t = _sde_first_order(x, denoised, sigmas, i, eta)
             phi_2 = h_eta.neg().expm1() / h_eta + 1
             if h_2 is not None:
                 r0, r1 = h_1 / h, h_2 / h

@@ -161,34 +161,28 @@ def test_euler_ancestral_vs_diffusers():
     close(run("euler_ancestral", s.sigmas, x, noise_sampler=recorded_noise(7)), expected)
 
 
-def test_dpmpp_2m_sde_vs_diffusers():
-    from diffusers import DPMSolverMultistepScheduler
-    s = make(DPMSolverMultistepScheduler, 10, algorithm_type="sde-dpmsolver++", solver_order=2)
-    x = start(s.sigmas)
-    noises = [torch.randn(SHAPE, generator=torch.Generator().manual_seed(100 + i), dtype=torch.float64)
-              for i in range(len(s.timesteps))]
-    sample = x / torch.sqrt(1 + s.sigmas[0].double() ** 2)
-    for i, t in enumerate(s.timesteps):
-        sigma = s.sigmas[i].double()
-        sample = s.step(eps_at(sample * torch.sqrt(1 + sigma ** 2), sigma), t, sample,
-                        variance_noise=noises[i]).prev_sample
-    calls = iter(noises)
-    close(run("dpmpp_2m_sde", s.sigmas, x, noise_sampler=lambda *_: next(calls)), sample)
+def drive_sde_dpmsolver(scheduler, x, noise_seed):
+    """Run diffusers' SDE-DPM-Solver++ (VP form) with the toy EPS model and recorded noise; returns the
+    final sample and the noises in order."""
+    noises = [torch.randn(SHAPE, generator=torch.Generator().manual_seed(noise_seed + i), dtype=torch.float64)
+              for i in range(len(scheduler.timesteps))]
+    sample = x / torch.sqrt(1 + scheduler.sigmas[0].double() ** 2)
+    for i, t in enumerate(scheduler.timesteps):
+        sigma = scheduler.sigmas[i].double()
+        sample = scheduler.step(eps_at(sample * torch.sqrt(1 + sigma ** 2), sigma), t, sample,
+                                variance_noise=noises[i]).prev_sample
+    return sample, noises
 
 
-def test_dpmpp_2m_sde_heun_vs_diffusers():
+@pytest.mark.parametrize("name, solver_type", [("dpmpp_2m_sde", "midpoint"), ("dpmpp_2m_sde_heun", "heun")])
+def test_dpmpp_2m_sde_vs_diffusers(name, solver_type):
     from diffusers import DPMSolverMultistepScheduler
-    s = make(DPMSolverMultistepScheduler, 10, algorithm_type="sde-dpmsolver++", solver_order=2, solver_type="heun")
+    s = make(DPMSolverMultistepScheduler, 10, algorithm_type="sde-dpmsolver++", solver_order=2,
+             solver_type=solver_type)
     x = start(s.sigmas)
-    noises = [torch.randn(SHAPE, generator=torch.Generator().manual_seed(200 + i), dtype=torch.float64)
-              for i in range(len(s.timesteps))]
-    sample = x / torch.sqrt(1 + s.sigmas[0].double() ** 2)
-    for i, t in enumerate(s.timesteps):
-        sigma = s.sigmas[i].double()
-        sample = s.step(eps_at(sample * torch.sqrt(1 + sigma ** 2), sigma), t, sample,
-                        variance_noise=noises[i]).prev_sample
+    expected, noises = drive_sde_dpmsolver(s, x, 100)
     calls = iter(noises)
-    close(run("dpmpp_2m_sde_heun", s.sigmas, x, noise_sampler=lambda *_: next(calls)), sample)
+    close(run(name, s.sigmas, x, noise_sampler=lambda *_: next(calls)), expected)
 
 
 def test_ddpm_vs_diffusers():
@@ -322,7 +316,41 @@ STOCHASTIC = ["euler_ancestral", "euler_ancestral_cfg_pp", "dpm_2_ancestral", "d
 
 def test_sampler_names_follow_comfyui_order():
     assert SAMPLER_NAMES == COMFY_SAMPLER_NAMES
-    assert set(SAMPLER_NAMES) == set(SAMPLERS)
+    # two more loops serve only option nodes (SamplerEulerCFGpp 'alternative', SamplerLCMUpscale)
+    assert set(SAMPLERS) - set(SAMPLER_NAMES) == {"euler_pp", "lcm_upscale"}
+
+
+def test_euler_pp_by_hand():
+    sig = SCHEDULERS["karras"](ModelSamplingEPS(), 5).double()
+    x = start(sig)
+    ref = x.clone()
+    for i in range(len(sig) - 1):
+        cond = toy_denoiser(ref, sig[i].reshape(1).expand(SHAPE[0]))
+        uncond = cond + 0.3 * sig[i]
+        d_cfg = uncond + (cond - uncond) * 3.0
+        ref = ref + (ref - 2 * d_cfg + uncond) / sig[i] * (sig[i + 1] - sig[i])
+    close(SAMPLERS["euler_pp"](ToyCFG(cfg=3.0, uncond_shift=0.3), x, sig, seed=0), ref, tol=1e-9)
+
+
+def test_lcm_upscale():
+    """Without upscaling it is LCM with noise from a generator seeded with the seed that has already
+    drawn the initial noise (ComfyUI's global generator); with it, the latent grows step by step."""
+    sig = SCHEDULERS["karras"](ModelSamplingEPS(), 4).double()
+    x = start(sig)
+    g = torch.Generator().manual_seed(9)
+    torch.randn(SHAPE, generator=g)
+    same_size = SAMPLERS["lcm_upscale"](ToyCFG(), x, sig, seed=9, total_upscale=1.0,
+                                        resize=lambda t, w, h: torch.nn.functional.interpolate(t, size=(h, w)))
+    lcm = SAMPLERS["lcm"](ToyCFG(), x, sig, seed=9,
+                          noise_sampler=lambda *_: torch.randn(SHAPE, generator=g, dtype=torch.float64))
+    close(same_size, lcm, tol=1e-12)
+    sizes = []
+
+    def resize(t, w, h):
+        sizes.append((h, w))
+        return torch.nn.functional.interpolate(t, size=(h, w))
+    out = SAMPLERS["lcm_upscale"](lambda t, s: t * 0.5, x, sig, seed=9, total_upscale=2.0, resize=resize)
+    assert sizes == [(9, 9), (12, 12)] and out.shape == (2, 4, 12, 12)   # 3 upscale points: 1, 1.5, 2
 
 
 @pytest.mark.parametrize("name", SAMPLER_NAMES)
