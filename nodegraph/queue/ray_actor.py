@@ -79,7 +79,8 @@ def worker_folders(spec: dict[str, Any] | None, scratch: Path) -> folder_paths.F
     base = spec.get("base") or os.environ.get("NODEGRAPH_HOME", ".")
     return folder_paths.Folders(Path(base), models=[Path(m) for m in spec.get("models", [])],
                                 input=spec.get("input"), user=spec.get("user"),
-                                output=scratch / "output", temp=scratch / "temp")
+                                output=scratch / "output", temp=scratch / "temp",
+                                extra=spec.get("extra") or {}, extra_first=spec.get("extra_first") or {})
 
 
 def config_digest(config: dict[str, Any]) -> str:

@@ -95,7 +95,7 @@ class RayBackend:
         return {"owner": "server", "registry_factory": self.options.registry_factory,
                 "registry_kwargs": self.options.registry_kwargs, "cache_budget": self.options.cache_budget,
                 "folders": {"base": str(layout.base), "models": [str(m) for m in layout.models],
-                            "input": str(layout.input), "user": str(layout.user)},
+                            "input": str(layout.input), "user": str(layout.user), **layout.extra_folders_spec()},
                 "prepare_models": self.options.registry_factory.startswith("nodegraph.registry:")}
 
     # -- life cycle ------------------------------------------------------------------------------
