@@ -15,7 +15,6 @@ import pytest
 import requests
 
 from nodegraph import __version__
-
 from tests.server.live import LiveServer
 from tests.server.ray_support import kill_workers, ray_options, wait_workers_ready
 from tests.server.server_nodes import number_prompt, slow_prompt
