@@ -9,6 +9,7 @@ import { UndoHistory } from "./history.js";
 import { catalogue, registerDefinitions } from "./nodes.js";
 import { openLightbox, Previews } from "./previews.js";
 import { QueuePanel } from "./queue_panel.js";
+import { pushAllPrimitives, restoreFrontendNodes } from "./primitive.js";
 import { NodeSearch, openCategoryMenu } from "./search.js";
 import { Socket } from "./socket.js";
 import { toast } from "./toast.js";
@@ -70,6 +71,10 @@ export class App {
 
   changed() {
     this.editor.changed();
+  }
+
+  notify(message, kind = "info") {
+    toast(message, { kind });
   }
 
   choicesOf(type, name) {
@@ -213,6 +218,7 @@ export class App {
   /** Build the API prompt from the graph and POST it; returns the prompt id or null. */
   async queue({ front = false } = {}) {
     closeTextEditor();
+    pushAllPrimitives(this.editor.graphs());
     const workflow = this.editor.serialize();
     let prompt;
     try {
@@ -226,7 +232,7 @@ export class App {
       const result = await this.api.queuePrompt(prompt, { clientId: this.socket.clientId, workflow, front });
       this.lastPromptId = result.prompt_id;
       if (Object.keys(result.node_errors ?? {}).length) this.errors.showValidation(result);
-      applySeedControls(this.editor.nodes);
+      applySeedControls(this.editor.graphs().flatMap((g) => g._nodes));
       this.editor.setDirty();
       this.editor.changed();
       return result.prompt_id;
@@ -248,6 +254,7 @@ export class App {
 
   #bindEditor() {
     const { editor } = this;
+    editor.addEventListener("loaded", () => restoreFrontendNodes(editor.graphs(), this));
     editor.addEventListener("change", () => {
       this.undo.checkpoint();
       rememberWorkflow(editor.serialize(), this.workflowName);

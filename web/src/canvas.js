@@ -11,6 +11,8 @@ import {
   LiteGraph, LGraph, LGraphCanvas, LGraphNode, LGraphGroup,
 } from "../node_modules/@comfyorg/litegraph/dist/litegraph.es.js";
 
+import { compressWidgetSockets } from "./widget_inputs.js";
+
 export const MODE = Object.freeze({ ALWAYS: 0, NEVER: 2, BYPASS: 4 });
 
 const COLORS = {
@@ -30,6 +32,7 @@ export class Editor extends EventTarget {
     this.graph = new LGraph();
     this.canvas = new LGraphCanvas(element, this.graph, { skip_render: false });
     this.canvas.allow_searchbox = true;
+    this.canvas.allow_reconnect_links = true; // drag a link off an input to move or remove it
     this.canvas.show_info = false;
     this.canvas.render_canvas_border = false;
     this.canvas.showSearchBox = (event, options) => {
@@ -92,6 +95,7 @@ export class Editor extends EventTarget {
         return [];
       }
     }
+    for (const [name, method] of Object.entries(spec.methods ?? {})) Node.prototype[name] = method;
     Node.title = spec.title;
     Node.category = spec.category ?? "";
     Node.description = spec.description ?? "";
@@ -143,6 +147,11 @@ export class Editor extends EventTarget {
     return this.graph._nodes;
   }
 
+  /** The root graph and every subgraph definition. */
+  graphs() {
+    return [this.graph, ...this.graph.subgraphs.values()];
+  }
+
   nodeById(id) {
     return this.graph.getNodeById(Number.isNaN(Number(id)) ? id : Number(id)) ?? this.graph.getNodeById(id);
   }
@@ -179,11 +188,17 @@ export class Editor extends EventTarget {
     return [...this.graph._links.values()].map((l) => [l.id, l.origin_id, l.origin_slot, l.target_id, l.target_slot, l.type]);
   }
 
-  /** The graph as a ComfyUI UI workflow (LiteGraph schema 0.4). */
+  /** The graph as a ComfyUI UI workflow (LiteGraph schema 0.4), subgraphs in
+   * `definitions.subgraphs`; widget sockets compressed as ComfyUI saves them. */
   serialize() {
-    const data = this.graph.serialize();
+    const data = JSON.parse(JSON.stringify(this.graph.serialize()));
     data.extra = { ...(data.extra ?? {}), ds: { scale: this.canvas.ds.scale, offset: [...this.canvas.ds.offset] } };
-    return JSON.parse(JSON.stringify(data));
+    compressWidgetSockets(data, (id) => this.graph.getNodeById(id));
+    for (const definition of data.definitions?.subgraphs ?? []) {
+      const subgraph = this.graph.subgraphs.get(definition.id);
+      if (subgraph) compressWidgetSockets(definition, (id) => subgraph.getNodeById(id));
+    }
+    return data;
   }
 
   /** Load a UI workflow. Returns the node types it uses that are not registered. */
@@ -191,8 +206,14 @@ export class Editor extends EventTarget {
     const missing = [...new Set((workflow.nodes ?? []).map((n) => n.type).filter((t) => !this.hasNodeType(t)))];
     this.states.clear();
     this.images.clear();
-    this.graph.clear();
-    this.graph.configure(structuredClone(workflow));
+    this.loading = true;
+    try {
+      this.graph.clear();
+      this.graph.configure(structuredClone(workflow));
+    } finally {
+      this.loading = false;
+    }
+    this.emit("loaded", {});
     const ds = workflow.extra?.ds;
     if (!keepView && ds?.offset && ds.scale) {
       this.canvas.ds.scale = ds.scale;
@@ -463,6 +484,19 @@ export class Editor extends EventTarget {
     const connector = this.canvas.linkConnector;
     let created = false;
     connector.events.addEventListener("link-created", () => { created = true; });
+    // A link dropped on a widget whose socket takes another type is refused (not connected to the
+    // node's first input of the link's type instead).
+    const refusingWidget = (node, event) => {
+      const widget = node.getWidgetOnPos?.(event.canvasX, event.canvasY, true);
+      const socket = widget && node.inputs?.find((i) => i.widget?.name === widget.name);
+      const fromType = connector.renderLinks[0]?.fromSlot?.type ?? "*";
+      return socket && !LiteGraph.isValidConnection(fromType, socket.type) ? socket : null;
+    };
+    const dropOnNode = connector.dropOnNode.bind(connector);
+    connector.dropOnNode = (node, event) => {
+      if (connector.state.connectingTo === "input" && refusingWidget(node, event)) return;
+      dropOnNode(node, event);
+    };
     connector.events.addEventListener("after-drop-links", (e) => {
       const { renderLinks, event } = e.detail;
       const wasCreated = created;
@@ -475,7 +509,7 @@ export class Editor extends EventTarget {
       const fromType = from.fromSlot?.type ?? "*";
       let reason = null;
       if (connectingTo === "input") {
-        const input = node.getInputOnPos([event.canvasX, event.canvasY]);
+        const input = node.getInputOnPos([event.canvasX, event.canvasY]) ?? refusingWidget(node, event);
         if (input && !LiteGraph.isValidConnection(fromType, input.type)) {
           reason = `Cannot connect ${fromType} to input “${input.name}” of ${node.title}: it takes ${input.type}.`;
         } else if (!input && !(node.inputs ?? []).some((i) => LiteGraph.isValidConnection(fromType, i.type))) {

@@ -132,10 +132,10 @@ export function workflowToPrompt(workflow, defs) {
     const inputs = widgetValuesToInputs(node, def);
     for (const slot of node.inputs ?? []) {
       if (slot.link === null || slot.link === undefined) continue;
+      const name = slot.widget?.name ?? slot.name;
       const source = resolve(slot.link, slot.type ?? "*");
-      if (source === null) delete inputs[slot.name];
-      else if ("value" in source) inputs[slot.name] = source.value;
-      else inputs[slot.name] = source.link;
+      if (source === null) continue; // nothing reaches it: a widget keeps its own value
+      inputs[name] = "value" in source ? source.value : source.link;
     }
     prompt[id] = { class_type: node.type, inputs, _meta: { title: node.title || def?.display_name || node.type } };
   }
