@@ -71,6 +71,20 @@ class EditorPage:
         n = self.node(node_id)
         return self.to_client([n["pos"][0] + 60, n["pos"][1] - 15])
 
+    def body_pos(self, node_id) -> tuple[float, float]:
+        """A point inside a node that is neither a slot nor a widget (a double-click there opens a
+        subgraph, a drag there moves the node)."""
+        x, y = self.js("""id => {
+            const e = nodegraph.editor, n = e.nodeById(id);
+            const slots = [...n.inputs.map((_, i) => n.getInputPos(i)), ...n.outputs.map((_, i) => n.getOutputPos(i))];
+            const clear = (x, y) => !n.getSlotOnPos([x, y]) && !n.getWidgetOnPos(x, y, true) && !n.findResizeDirection?.(x, y)
+              && slots.every(([sx, sy]) => Math.abs(x - sx) > 22 || Math.abs(y - sy) > 14);
+            for (let y = n.pos[1] + n.size[1] - 8; y > n.pos[1] + 4; y -= 4)
+              for (let x = n.pos[0] + n.size[0] - 12; x > n.pos[0] + 12; x -= 6)
+                if (clear(x, y)) return [x, y];
+            return [n.pos[0] + n.size[0] / 2, n.pos[1] + n.size[1] / 2]; }""", node_id)
+        return self.to_client([x, y])
+
     def slot_pos(self, node_id, kind: str, index: int) -> tuple[float, float]:
         x, y = self.js("([id, kind, i]) => nodegraph.editor.slotClient(nodegraph.editor.nodeById(id), kind, i)",
                        [node_id, kind, index])

@@ -134,11 +134,18 @@ def round_trip_files() -> list[Path]:
     return sorted(WORKFLOWS.glob("*.json")) + sorted((tests / "nodes" / "data" / "legacy_ui").glob("*.json"))
 
 
-def test_every_example_and_comfyui_file_opens_and_saves_as_the_same_graph(editor):
+def test_every_example_and_comfyui_file_opens_and_saves_as_the_same_graph(editor, tmp_path):
+    from tests.engine import subgraph_fixtures as fx
+
     page = editor.page
     editor.allow_console_error("status of 404")  # Load Image nodes name files this server lacks
+    files = round_trip_files()
+    nested = fx.workflow(fx.TWICE, widgets=(), definitions=[fx.twice_definition(), fx.scale_definition(0.5)])
+    for name, workflow in [("subgraph.json", fx.workflow()), ("nested_subgraphs.json", nested)]:
+        files.append(tmp_path / name)  # ComfyUI's subgraph format, as the engine's tests have it
+        files[-1].write_text(json.dumps(workflow))
     different = []
-    for path in round_trip_files():
+    for path in files:
         original = json.loads(path.read_text())
         with page.expect_file_chooser() as chooser:
             page.click("#btn-open")

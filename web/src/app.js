@@ -12,6 +12,7 @@ import { QueuePanel } from "./queue_panel.js";
 import { pushAllPrimitives, restoreFrontendNodes } from "./primitive.js";
 import { NodeSearch, openCategoryMenu } from "./search.js";
 import { Socket } from "./socket.js";
+import { SubgraphUi } from "./subgraphs.js";
 import { toast } from "./toast.js";
 import { applySeedControls, closeTextEditor } from "./widgets.js";
 import { lastWorkflow, rememberWorkflow, WorkflowBrowser } from "./workflows.js";
@@ -33,6 +34,7 @@ export class App {
     this.errors = new ErrorDisplay(this.editor, $("#errors"));
     this.previews = new Previews(this.editor, this.api);
     this.undo = new UndoHistory(this.editor);
+    this.subgraphUi = new SubgraphUi({ editor: this.editor, breadcrumb: $("#breadcrumb"), notify: (m, k) => this.notify(m, k) });
     this.search = new NodeSearch({ catalogue: () => this.catalogue, addNode: (t, p, l) => this.addNode(t, p, l) });
     this.queuePanel = new QueuePanel({
       api: this.api, counter: $("#queue-counter"), panel: $("#queue-panel"),
@@ -382,6 +384,7 @@ export class App {
         if (mod && key === "o") return $("#btn-open").click(), true;
         if (mod && key === "m") return this.editor.setMode(this.editor.selectedNodes(), this.MODE.NEVER), true;
         if (mod && key === "b") return this.editor.setMode(this.editor.selectedNodes(), this.MODE.BYPASS), true;
+        if (mod && e.shiftKey && key === "e") return this.subgraphUi.convert(), true;
         if (mod && key === "g") {
           const nodes = this.editor.selectedNodes();
           if (nodes.length) this.editor.addGroup("Group", nodes);

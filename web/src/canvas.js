@@ -11,14 +11,12 @@ import {
   LiteGraph, LGraph, LGraphCanvas, LGraphNode, LGraphGroup,
 } from "../node_modules/@comfyorg/litegraph/dist/litegraph.es.js";
 
+import { installPainting } from "./canvas_paint.js";
+import { Subgraphs } from "./canvas_subgraphs.js";
 import { compressWidgetSockets } from "./widget_inputs.js";
 
 export const MODE = Object.freeze({ ALWAYS: 0, NEVER: 2, BYPASS: 4 });
 
-const COLORS = {
-  running: "#3fdc6a", progress: "#3fdc6a", error: "#ff4d4d", cached: "#8a8f98",
-  errorBg: "rgba(60, 10, 10, 0.92)", errorText: "#ffb3b3",
-};
 
 export class Editor extends EventTarget {
   constructor(element) {
@@ -43,9 +41,11 @@ export class Editor extends EventTarget {
     this.states = new Map();
     this.images = new Map(); // node id -> [HTMLImageElement]
     this.nodeTypes = new Map();
+    this.#extendMenus();
     this.#watchConnections();
     this.#watchChanges();
-    this.#installDrawing();
+    installPainting(this);
+    this.subgraphs = new Subgraphs(this);
     this.resize();
     new ResizeObserver(() => this.resize()).observe(element.parentElement ?? element);
   }
@@ -84,15 +84,9 @@ export class Editor extends EventTarget {
         if (spec.bgcolor) this.bgcolor = spec.bgcolor;
       }
       onDblClick(event, pos) {
-        if (editor.images.get(String(this.id))?.length && pos[1] > editor.imageTop(this)) {
+        if (editor.images.get(editor.stateKey(this))?.length && pos[1] > editor.imageTop(this)) {
           editor.emit("image-open", { node: this });
         }
-      }
-      getExtraMenuOptions(canvas, options) {
-        const extra = [];
-        editor.emit("node-menu", { node: this, options: extra });
-        if (extra.length) options.unshift(...extra, null);
-        return [];
       }
     }
     for (const [name, method] of Object.entries(spec.methods ?? {})) Node.prototype[name] = method;
@@ -143,8 +137,19 @@ export class Editor extends EventTarget {
 
   // -- the graph ---------------------------------------------------------------------------------
 
+  /** The graph on screen: the root workflow or an opened subgraph. */
+  get current() {
+    return this.canvas.graph ?? this.graph;
+  }
+
+  /** The nodes of the graph on screen. */
   get nodes() {
-    return this.graph._nodes;
+    return this.current._nodes;
+  }
+
+  /** The key of a node's run state and images: its id in the prompt ("10:5" inside subgraph 10). */
+  stateKey(node) {
+    return `${node.graph && node.graph !== this.graph ? this.subgraphs.prefix : ""}${node.id}`;
   }
 
   /** The root graph and every subgraph definition. */
@@ -153,29 +158,31 @@ export class Editor extends EventTarget {
   }
 
   nodeById(id) {
-    return this.graph.getNodeById(Number.isNaN(Number(id)) ? id : Number(id)) ?? this.graph.getNodeById(id);
+    const graph = this.current;
+    return graph.getNodeById(Number.isNaN(Number(id)) ? id : Number(id)) ?? graph.getNodeById(id);
   }
 
   /** The node under a page (client) position, or null. */
   nodeAt(clientX, clientY) {
     const [x, y] = this.toGraph([clientX, clientY]);
-    return this.graph.getNodeOnPos(x, y) ?? null;
+    return this.current.getNodeOnPos(x, y) ?? null;
   }
 
   createNode(type, pos = null, { select = true } = {}) {
     const node = LiteGraph.createNode(type);
     if (!node) throw new Error(`unknown node type ${type}`);
     if (pos) node.pos = [pos[0], pos[1]];
-    this.graph.beforeChange();
-    this.graph.add(node);
-    this.graph.afterChange();
+    const graph = this.current;
+    graph.beforeChange();
+    graph.add(node);
+    graph.afterChange();
     if (select) this.canvas.selectNode(node);
     this.changed();
     return node;
   }
 
   removeNode(node) {
-    this.graph.remove(node);
+    node.graph.remove(node);
     this.changed();
   }
 
@@ -185,7 +192,7 @@ export class Editor extends EventTarget {
 
   /** The links as [id, originId, originSlot, targetId, targetSlot, type]. */
   links() {
-    return [...this.graph._links.values()].map((l) => [l.id, l.origin_id, l.origin_slot, l.target_id, l.target_slot, l.type]);
+    return [...this.current._links.values()].map((l) => [l.id, l.origin_id, l.origin_slot, l.target_id, l.target_slot, l.type]);
   }
 
   /** The graph as a ComfyUI UI workflow (LiteGraph schema 0.4), subgraphs in
@@ -208,11 +215,13 @@ export class Editor extends EventTarget {
     this.images.clear();
     this.loading = true;
     try {
+      if (!keepView) this.subgraphs.reset();
       this.graph.clear();
       this.graph.configure(structuredClone(workflow));
     } finally {
       this.loading = false;
     }
+    if (keepView) this.subgraphs.revalidate();
     this.emit("loaded", {});
     const ds = workflow.extra?.ds;
     if (!keepView && ds?.offset && ds.scale) {
@@ -226,6 +235,7 @@ export class Editor extends EventTarget {
   clear() {
     this.states.clear();
     this.images.clear();
+    this.subgraphs.reset();
     this.graph.clear();
     this.canvas.setDirty(true, true);
   }
@@ -241,7 +251,7 @@ export class Editor extends EventTarget {
 
   addGroup(title, nodes) {
     const group = new LGraphGroup(title);
-    this.graph.add(group);
+    this.current.add(group);
     if (nodes?.length) group.resizeTo(nodes, 10);
     this.changed();
     return group;
@@ -369,113 +379,26 @@ export class Editor extends EventTarget {
     return top;
   }
 
-  #installDrawing() {
-    const editor = this;
-    const proto = LGraphNode.prototype;
-    const originalForeground = proto.onDrawForeground;
-    proto.onDrawForeground = function (ctx, canvas) {
-      originalForeground?.call(this, ctx, canvas);
-      editor.#drawImages(this, ctx);
-      editor.#drawState(this, ctx);
-    };
-  }
+  // -- menus --------------------------------------------------------------------------------------
 
-  #drawImages(node, ctx) {
-    const images = this.images.get(String(node.id));
-    if (!images?.length || node.flags?.collapsed) return;
-    const top = this.imageTop(node) + 4;
-    const [w, h] = node.size;
-    const areaW = w - 10;
-    const areaH = h - top - 6;
-    if (areaH < 16) return;
-    const columns = Math.ceil(Math.sqrt(images.length));
-    const rows = Math.ceil(images.length / columns);
-    const cellW = areaW / columns;
-    const cellH = areaH / rows;
-    images.forEach((img, i) => {
-      if (!img.complete || !img.naturalWidth) return;
-      const scale = Math.min(cellW / img.naturalWidth, cellH / img.naturalHeight);
-      const dw = img.naturalWidth * scale;
-      const dh = img.naturalHeight * scale;
-      const x = 5 + (i % columns) * cellW + (cellW - dw) / 2;
-      const y = top + Math.floor(i / columns) * cellH + (cellH - dh) / 2;
-      ctx.imageSmoothingEnabled = scale < 1;
-      ctx.drawImage(img, x, y, dw, dh);
-      ctx.imageSmoothingEnabled = true;
-    });
-  }
-
-  #drawState(node, ctx) {
-    const state = this.states.get(String(node.id));
-    if (!state) return;
-    const titleHeight = LiteGraph.NODE_TITLE_HEIGHT;
-    const [w, h] = node.flags?.collapsed ? [node._collapsed_width ?? 80, 0] : node.size;
-    ctx.save();
-    const outline = (color, width, dash = []) => {
-      ctx.strokeStyle = color;
-      ctx.lineWidth = width;
-      ctx.setLineDash(dash);
-      ctx.beginPath();
-      ctx.roundRect(-width, -titleHeight - width, w + 2 * width, h + titleHeight + 2 * width, 8);
-      ctx.stroke();
-      ctx.setLineDash([]);
+  /** The app adds entries to the library's right-click menus: "node-menu" {node, options} (any
+   * node, subgraph instances included) and "canvas-menu" {options}, put first. */
+  #extendMenus() {
+    const { canvas } = this;
+    const nodeMenu = canvas.getNodeMenuOptions.bind(canvas);
+    canvas.getNodeMenuOptions = (node) => {
+      const extra = [];
+      this.emit("node-menu", { node, options: extra });
+      const own = nodeMenu(node).filter((o) => !o?.content?.startsWith("Convert to Subgraph")); // ours is in `extra`
+      return [...extra, ...(extra.length ? [null] : []), ...own];
     };
-    if (state.cached) {
-      outline(COLORS.cached, 1.5, [6, 4]);
-      ctx.font = "11px sans-serif";
-      ctx.fillStyle = COLORS.cached;
-      ctx.textAlign = "right";
-      ctx.fillText("cached", w - 8, -titleHeight * 0.35);
-    }
-    if (state.running) outline(COLORS.running, 3);
-    if (state.progress !== undefined && !node.flags?.collapsed) {
-      ctx.fillStyle = "rgba(0,0,0,0.35)";
-      ctx.fillRect(0, 0, w, 5);
-      ctx.fillStyle = COLORS.progress;
-      ctx.fillRect(0, 0, w * Math.max(0, Math.min(1, state.progress)), 5);
-    }
-    if (state.error) {
-      outline(COLORS.error, 3);
-      if (!node.flags?.collapsed) {
-        for (const [name, message] of Object.entries(state.error.inputs ?? {})) {
-          const widget = node.widgets?.find((x) => x.name === name);
-          ctx.strokeStyle = COLORS.error;
-          ctx.lineWidth = 2;
-          if (widget) {
-            const height = widget.computedHeight ? widget.computedHeight - 4 : LiteGraph.NODE_WIDGET_HEIGHT;
-            ctx.beginPath();
-            ctx.roundRect(12, (widget.last_y ?? widget.y) - 2, w - 24, height + 4, 8);
-            ctx.stroke();
-          } else {
-            const index = node.inputs?.findIndex((x) => x.name === name) ?? -1;
-            if (index >= 0) {
-              const pos = node.getInputPos(index);
-              ctx.beginPath();
-              ctx.arc(pos[0] - node.pos[0], pos[1] - node.pos[1], 7, 0, Math.PI * 2);
-              ctx.stroke();
-            }
-          }
-          void message;
-        }
-      }
-      const lines = (state.error.messages ?? []).slice(0, 6);
-      if (lines.length) {
-        ctx.font = "12px sans-serif";
-        ctx.textAlign = "left";
-        const wrapped = lines.flatMap((line) => wrapText(ctx, line, Math.max(w, 220) - 16));
-        const boxH = wrapped.length * 16 + 10;
-        ctx.fillStyle = COLORS.errorBg;
-        ctx.beginPath();
-        ctx.roundRect(0, h + 8, Math.max(w, 220), boxH, 6);
-        ctx.fill();
-        ctx.strokeStyle = COLORS.error;
-        ctx.lineWidth = 1;
-        ctx.stroke();
-        ctx.fillStyle = COLORS.errorText;
-        wrapped.forEach((line, i) => ctx.fillText(line, 8, h + 8 + 18 + i * 16));
-      }
-    }
-    ctx.restore();
+    const canvasMenu = canvas.getCanvasMenuOptions.bind(canvas);
+    canvas.getCanvasMenuOptions = () => {
+      const extra = [];
+      this.emit("canvas-menu", { options: extra });
+      const own = canvasMenu().filter((o) => !o?.content?.startsWith("Convert to Subgraph"));
+      return [...extra, ...(extra.length ? [null] : []), ...own];
+    };
   }
 
   // -- connections -------------------------------------------------------------------------------
@@ -504,7 +427,7 @@ export class Editor extends EventTarget {
       if (wasCreated || !renderLinks?.length) return;
       const from = renderLinks[0];
       const connectingTo = connector.state.connectingTo;
-      const node = this.graph.getNodeOnPos(event.canvasX, event.canvasY);
+      const node = this.current.getNodeOnPos(event.canvasX, event.canvasY);
       if (!node || node === from.node) return;
       const fromType = from.fromSlot?.type ?? "*";
       let reason = null;
@@ -552,24 +475,6 @@ export class Editor extends EventTarget {
   paste() { this.canvas.pasteFromClipboard({}); this.changed(); }
   deleteSelected() { this.canvas.deleteSelected(); this.changed(); }
   selectAll() { this.canvas.selectItems(); }
-}
-
-function wrapText(ctx, text, width) {
-  const out = [];
-  for (const paragraph of String(text).split("\n")) {
-    let line = "";
-    for (const word of paragraph.split(" ")) {
-      const next = line ? `${line} ${word}` : word;
-      if (ctx.measureText(next).width > width && line) {
-        out.push(line);
-        line = word;
-      } else {
-        line = next;
-      }
-    }
-    out.push(line);
-  }
-  return out;
 }
 
 /** Text width in the canvas font, for sizing widgets. */
