@@ -188,6 +188,20 @@ class EditorPage:
         self.page.keyboard.type(text)
         self.page.keyboard.press("Escape")
 
+    def pixel(self, at) -> list[int]:
+        """The RGB of the canvas at a client position (after drawing a frame)."""
+        return self.js("""([x, y]) => {
+            nodegraph.editor.drawNow();
+            const c = document.querySelector('#graph'), r = c.getBoundingClientRect(), k = c.width / r.width;
+            return [...c.getContext('2d').getImageData((x - r.left) * k, (y - r.top) * k, 1, 1).data].slice(0, 3); }""", list(at))
+
+    def undo_depth(self) -> int:
+        return self.js("nodegraph.undo.undoStack.length")
+
+    def wait_checkpoint(self, depth: int) -> None:
+        """Wait until the edit just made is recorded for undo (edits are recorded after 150 ms)."""
+        self.page.wait_for_function("n => nodegraph.undo.undoStack.length >= n", arg=depth)
+
     def wait_event(self, type_: str, since: int = 0, timeout: float = 60) -> dict:
         """Wait for a websocket message of this page (index >= since)."""
         handle = self.page.wait_for_function(

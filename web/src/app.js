@@ -11,6 +11,7 @@ import { openLightbox, Previews } from "./previews.js";
 import { QueuePanel } from "./queue_panel.js";
 import { pushAllPrimitives, restoreFrontendNodes } from "./primitive.js";
 import { NodeSearch, openCategoryMenu } from "./search.js";
+import { installShortcuts } from "./shortcuts.js";
 import { Socket } from "./socket.js";
 import { SubgraphUi } from "./subgraphs.js";
 import { toast } from "./toast.js";
@@ -56,7 +57,7 @@ export class App {
     this.#bindEditor();
     this.#bindSocket();
     this.#bindUi();
-    this.#bindKeys();
+    installShortcuts(this);
     const saved = lastWorkflow();
     if (saved) this.loadWorkflow(saved.workflow, { name: saved.name, quiet: true });
     else await this.loadDefault();
@@ -350,7 +351,7 @@ export class App {
     click("#btn-search", () => this.openSearch(innerWidth / 2 - 200, 120, null));
     click("#btn-new", () => this.newWorkflow());
     click("#btn-default", () => this.loadDefault());
-    click("#btn-open", async () => { const f = await pickFile(".json,.png,application/json,image/png"); if (f) await this.openFile(f); });
+    click("#btn-open", () => this.openFromDisk());
     click("#btn-save", () => this.saveToFile());
     click("#btn-export-api", () => this.exportApi());
     click("#btn-workflows", () => this.workflows.open());
@@ -366,42 +367,25 @@ export class App {
     });
   }
 
-  #bindKeys() {
-    document.addEventListener("keydown", (e) => {
-      const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement || e.target?.isContentEditable;
-      const mod = e.ctrlKey || e.metaKey;
-      if (mod && e.key === "Enter") {
-        e.preventDefault();
-        this.queue({ front: e.shiftKey });
-        return;
-      }
-      if (typing) return;
-      const key = e.key.toLowerCase();
-      const handled = (() => {
-        if (mod && key === "z" && !e.shiftKey) return this.undo.undo(), true;
-        if (mod && (key === "y" || (key === "z" && e.shiftKey))) return this.undo.redo(), true;
-        if (mod && key === "s") return this.saveToFile(), true;
-        if (mod && key === "o") return $("#btn-open").click(), true;
-        if (mod && key === "m") return this.editor.setMode(this.editor.selectedNodes(), this.MODE.NEVER), true;
-        if (mod && key === "b") return this.editor.setMode(this.editor.selectedNodes(), this.MODE.BYPASS), true;
-        if (mod && e.shiftKey && key === "e") return this.subgraphUi.convert(), true;
-        if (mod && key === "g") {
-          const nodes = this.editor.selectedNodes();
-          if (nodes.length) this.editor.addGroup("Group", nodes);
-          return true;
-        }
-        if (e.key === "Escape") {
-          this.search.close();
-          this.workflows.close();
-          document.querySelector(".ng-lightbox")?.remove();
-          return false;
-        }
-        return false;
-      })();
-      if (handled) {
-        e.preventDefault();
-        e.stopPropagation();
-      }
-    });
+  // -- commands the shortcuts and menus share ---------------------------------------------------
+
+  groupSelection() {
+    const nodes = this.editor.selectedNodes();
+    if (nodes.length) this.editor.addGroup("Group", nodes);
+  }
+
+  saveWorkflow() {
+    this.saveToFile();
+  }
+
+  async openFromDisk() {
+    const file = await pickFile(".json,.png,application/json,image/png");
+    if (file) await this.openFile(file);
+  }
+
+  closeDialogs() {
+    this.search.close();
+    this.workflows.close();
+    document.querySelector(".ng-lightbox")?.remove();
   }
 }

@@ -11,6 +11,7 @@ import {
   LiteGraph, LGraph, LGraphCanvas, LGraphNode, LGraphGroup,
 } from "../node_modules/@comfyorg/litegraph/dist/litegraph.es.js";
 
+import { copySelection, duplicateSelection, pasteClipboard, removeGroup, renameGroup, renameNode } from "./canvas_edit.js";
 import { installPainting } from "./canvas_paint.js";
 import { Subgraphs } from "./canvas_subgraphs.js";
 import { compressWidgetSockets } from "./widget_inputs.js";
@@ -42,6 +43,11 @@ export class Editor extends EventTarget {
     this.images = new Map(); // node id -> [HTMLImageElement]
     this.nodeTypes = new Map();
     this.#extendMenus();
+    const editor = this;
+    LGraphNode.prototype.onNodeTitleDblClick = function (event) { renameNode(editor, this, event); };
+    element.addEventListener("litegraph:canvas", (e) => {
+      if (e.detail?.subType === "group-double-click") renameGroup(this, e.detail.group, e.detail.originalEvent);
+    });
     this.#watchConnections();
     this.#watchChanges();
     installPainting(this);
@@ -245,6 +251,17 @@ export class Editor extends EventTarget {
     this.changed();
   }
 
+  toggleCollapsed(nodes = this.selectedNodes()) {
+    for (const node of nodes) node.collapse(true);
+    this.changed();
+  }
+
+  togglePinned(nodes = this.selectedNodes()) {
+    const pin = !nodes.every((n) => n.pinned);
+    for (const node of nodes) node.pin(pin);
+    this.changed();
+  }
+
   selectedNodes() {
     return Object.values(this.canvas.selected_nodes ?? {});
   }
@@ -395,7 +412,12 @@ export class Editor extends EventTarget {
     const canvasMenu = canvas.getCanvasMenuOptions.bind(canvas);
     canvas.getCanvasMenuOptions = () => {
       const extra = [];
-      this.emit("canvas-menu", { options: extra });
+      const group = this.current.getGroupOnPos(canvas.graph_mouse[0], canvas.graph_mouse[1]);
+      if (group) {
+        extra.push({ content: "Rename group", callback: (v, o, e) => renameGroup(this, group, e) },
+          { content: "Remove group (keep its nodes)", callback: () => removeGroup(this, group) });
+      }
+      this.emit("canvas-menu", { options: extra, group });
       const own = canvasMenu().filter((o) => !o?.content?.startsWith("Convert to Subgraph"));
       return [...extra, ...(extra.length ? [null] : []), ...own];
     };
@@ -460,6 +482,10 @@ export class Editor extends EventTarget {
     const el = this.element;
     el.addEventListener("pointerup", () => this.changed());
     el.addEventListener("keyup", () => this.changed());
+    // The library's menus and value prompts live outside the canvas element: a choice or a typed
+    // value there is an edit too.
+    document.addEventListener("pointerup", (e) => { if (e.target.closest?.(".litecontextmenu, .graphdialog")) this.changed(); });
+    document.addEventListener("keyup", (e) => { if (e.target.closest?.(".graphdialog")) this.changed(); });
     this.graph.onAfterChange = () => this.changed();
     this.graph.onNodeAdded = (node) => this.emit("node-added", { node });
     this.graph.onNodeRemoved = (node) => {
@@ -469,12 +495,13 @@ export class Editor extends EventTarget {
     };
   }
 
-  // -- keyboard helpers the app binds ------------------------------------------------------------
+  // -- editing commands (canvas_edit.js) -----------------------------------------------------------
 
-  copy() { this.canvas.copyToClipboard(); }
-  paste() { this.canvas.pasteFromClipboard({}); this.changed(); }
+  copy() { copySelection(this); }
+  paste({ keepInputLinks = false } = {}) { pasteClipboard(this, keepInputLinks); this.changed(); }
+  duplicate() { duplicateSelection(this); this.changed(); }
   deleteSelected() { this.canvas.deleteSelected(); this.changed(); }
-  selectAll() { this.canvas.selectItems(); }
+  selectAll() { this.canvas.selectItems(); this.setDirty(); }
 }
 
 /** Text width in the canvas font, for sizing widgets. */

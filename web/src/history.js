@@ -3,10 +3,15 @@
 
 const LIMIT = 50;
 
-function key(workflow) {
+/** The graph as a string for comparing states: not the view (pan, zoom), and nodes in id order
+ * (clicking a node brings it to the front, which reorders the saved list but changes nothing). */
+export function key(workflow) {
   const { extra, ...rest } = workflow;
   const { ds, ...extraRest } = extra ?? {};
-  return JSON.stringify({ ...rest, extra: extraRest });
+  const byId = (nodes) => [...(nodes ?? [])].sort((a, b) => String(a.id).localeCompare(String(b.id), "en", { numeric: true }));
+  const definitions = rest.definitions?.subgraphs
+    ? { subgraphs: rest.definitions.subgraphs.map((d) => ({ ...d, nodes: byId(d.nodes) })) } : rest.definitions;
+  return JSON.stringify({ ...rest, nodes: byId(rest.nodes), definitions, extra: extraRest });
 }
 
 export class UndoHistory {
