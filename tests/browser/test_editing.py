@@ -248,8 +248,11 @@ def test_upload_an_image_into_load_image(editor, sd_server, tmp_path):
 
 
 def test_model_lists_refresh_from_the_server(editor, sd_server, clean_models):
+    from nodes.default_model import DEFAULT_CHECKPOINT
+
     checkpoints = sd_server.layout.model_dirs("checkpoints")[0]
-    source = next(checkpoints.glob("*.safetensors"))
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    source = sd_server.layout.model_path("checkpoints", DEFAULT_CHECKPOINT)  # offered from the package
     added = checkpoints / "another-model.safetensors"
     shutil.copyfile(source, added)
     clean_models.append(added)

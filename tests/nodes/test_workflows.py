@@ -99,7 +99,7 @@ def test_cache_counts_loaded_models_once(sd_layout, library):
     after_loader = cache.stats()["used_bytes"]
     # the file is fp16; on the CPU the weights are held as fp32: 4 bytes per stored value
     from safetensors import safe_open
-    with safe_open(sd_layout.models[0] / "checkpoints" / DEFAULT_CHECKPOINT, "pt") as f:
+    with safe_open(sd_layout.model_path("checkpoints", DEFAULT_CHECKPOINT), "pt") as f:
         file_bytes = 4 * sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys())
     assert 0.9 * file_bytes < after_loader < 1.2 * file_bytes, (after_loader, file_bytes)
     Executor(cache).execute(validate_prompt(prompt, library, targets=["2"]))  # a CLIP clone: same weights
