@@ -87,22 +87,21 @@ def test_save_reload_gives_the_same_graph(editor):
 
     # download = the same graph in ComfyUI's UI format
     with page.expect_download() as info:
-        page.click("#btn-save")
+        page.click("#btn-download")
     saved = json.loads(Path(info.value.path()).read_text())
     assert saved["version"] == 0.4 and comparable(saved) == edited
 
-    # named on the server, then opened again from the list
-    page.click("#btn-workflows")
-    page.fill("#workflows-dialog input[name=name]", "my txt2img")
-    page.click("#workflows-dialog button[type=submit]")
-    page.wait_for_selector("#workflows-dialog li[data-name='my txt2img.json']")
+    # named on the server (Ctrl+S asks for a name the first time), then opened again from the list
+    page.keyboard.press("Control+s")
+    page.fill(".ng-modal input", "my txt2img")
+    page.keyboard.press("Enter")
     on_disk = editor.server.layout.user / "default" / "workflows" / "my txt2img.json"
+    page.wait_for_function("nodegraph.tabs.current.name === 'my txt2img.json'")
     assert comparable(json.loads(on_disk.read_text())) == edited
-    page.click("#workflows-dialog .close")
     page.click("#btn-new")
     assert editor.nodes() == []
     page.click("#btn-workflows")
-    page.click("#workflows-dialog li[data-name='my txt2img.json'] .open")
+    page.click("#panel-workflows [data-section='on the server'] li[data-name='my txt2img.json'] .open")
     page.wait_for_function("nodegraph.editor.nodes.length === 7")
     assert comparable(editor.workflow()) == edited
     assert page.inner_text("#workflow-name") == "my txt2img"

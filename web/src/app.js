@@ -16,7 +16,11 @@ import { Socket } from "./socket.js";
 import { SubgraphUi } from "./subgraphs.js";
 import { toast } from "./toast.js";
 import { applySeedControls, closeTextEditor } from "./widgets.js";
-import { lastWorkflow, rememberWorkflow, WorkflowBrowser } from "./workflows.js";
+import { MODEL_DRAG_TYPE, ModelBrowser } from "./model_browser.js";
+import { NODE_DRAG_TYPE, NodeLibrary } from "./node_library.js";
+import { Sidebar } from "./sidebar.js";
+import { WorkflowTabs } from "./tabs.js";
+import { WorkflowFiles } from "./workflows.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -39,14 +43,16 @@ export class App {
     this.search = new NodeSearch({ catalogue: () => this.catalogue, addNode: (t, p, l) => this.addNode(t, p, l) });
     this.queuePanel = new QueuePanel({
       api: this.api, counter: $("#queue-counter"), panel: $("#queue-panel"),
-      onLoadWorkflow: (w) => this.loadWorkflow(w), onOpenImages: (urls, i) => openLightbox(urls, i),
+      onLoadWorkflow: (w) => this.openWorkflow(w, { title: "From the history" }), onOpenImages: (urls, i) => openLightbox(urls, i),
     });
-    this.workflows = new WorkflowBrowser({
-      api: this.api, dialog: $("#workflows-dialog"),
-      current: () => ({ workflow: this.editor.serialize(), name: this.workflowName }),
-      onOpen: (w, name) => this.loadWorkflow(w, { name }),
-      onSaved: (name) => this.setWorkflowName(name),
-      notify: (m, kind) => toast(m, { kind }),
+    this.tabs = new WorkflowTabs(this, $("#tabs"));
+    this.workflows = new WorkflowFiles(this, $("#panel-workflows"));
+    this.library = new NodeLibrary(this, $("#panel-library"));
+    this.models = new ModelBrowser(this, $("#panel-models"));
+    this.sidebar = new Sidebar($("#sidebar"), {
+      library: { title: "Node library", element: $("#panel-library"), render: () => this.library.render() },
+      models: { title: "Models", element: $("#panel-models"), render: () => this.models.render() },
+      workflows: { title: "Workflows", element: $("#panel-workflows"), render: () => this.workflows.render() },
     });
   }
 
@@ -58,9 +64,11 @@ export class App {
     this.#bindSocket();
     this.#bindUi();
     installShortcuts(this);
-    const saved = lastWorkflow();
-    if (saved) this.loadWorkflow(saved.workflow, { name: saved.name, quiet: true });
-    else await this.loadDefault();
+    if (!this.tabs.restore()) {
+      const response = await fetch("src/default_workflow.json");
+      this.tabs.open(await response.json());
+      this.editor.fitView();
+    }
     this.socket.open();
     document.body.dataset.ready = "true";
   }
@@ -111,23 +119,25 @@ export class App {
 
   // -- workflows ---------------------------------------------------------------------------------
 
+  /** The default graph in the active tab. */
   async loadDefault() {
     const response = await fetch("src/default_workflow.json");
-    this.loadWorkflow(await response.json(), { name: null });
+    this.loadWorkflow(await response.json());
     this.editor.fitView();
   }
 
   newWorkflow() {
-    this.loadWorkflow({ last_node_id: 0, last_link_id: 0, nodes: [], links: [], groups: [], config: {}, extra: {}, version: 0.4 }, { name: null });
+    this.tabs.newTab();
   }
 
-  loadWorkflow(workflow, { name = null, quiet = false } = {}) {
+  /** Put a workflow on the canvas (the active tab's content): used by the tabs. */
+  loadIntoEditor(workflow, { keepView = false } = {}) {
     closeTextEditor();
     this.errors.clear();
     this.previews.clear();
     let missing;
     try {
-      missing = this.editor.load(workflow);
+      missing = this.editor.load(workflow, { keepView });
     } catch (error) {
       this.errors.showMessage(`This workflow could not be loaded: ${error.message}`);
       return false;
@@ -137,30 +147,57 @@ export class App {
       const upload = node.widgets?.find((w) => w.imageUpload);
       if (upload) this.previews.showInputImage(node, upload.value);
     }
-    this.setWorkflowName(name);
     this.undo.reset();
-    rememberWorkflow(this.editor.serialize(), name);
     if (missing.length) {
       this.errors.showMessage(`These node types are not installed on the server: ${missing.join(", ")}. ` +
-        "They are kept in the workflow but cannot run.", "Missing nodes");
-    } else if (!quiet && name) {
-      toast(`Loaded ${name}`);
+        "They are kept in the workflow (marked in red) but cannot run.", "Missing nodes");
     }
     return true;
   }
 
-  setWorkflowName(name) {
-    this.workflowName = name;
-    $("#workflow-name").textContent = name ? name.replace(/\.json$/, "") : "Unsaved workflow";
+  /** Replace the active tab's workflow (`name`: the server file it is). */
+  loadWorkflow(workflow, { name = null, quiet = false } = {}) {
+    if (!this.tabs.current) return Boolean(this.tabs.open(workflow, { name }));
+    if (!this.loadIntoEditor(workflow)) return false;
+    this.tabs.current.title = null;
+    this.tabs.markSaved(this.tabs.current, name);
+    this.onActivated(this.tabs.current);
+    if (!quiet && name) toast(`Loaded ${name}`);
+    return true;
+  }
+
+  /** Open a workflow in a tab of its own (or the active one when that is empty). */
+  openWorkflow(workflow, options = {}) {
+    return this.tabs.open(workflow, options);
+  }
+
+  onActivated(tab) {
+    this.setWorkflowName(tab ? this.tabs.title(tab) : null);
+  }
+
+  setWorkflowName(title) {
+    this.workflowName = this.tabs.current?.name ?? null;
+    $("#workflow-name").textContent = title ?? "Unsaved workflow";
   }
 
   async openFile(file) {
     try {
       const { workflow, source } = await workflowFromFile(file, this.defs);
-      this.loadWorkflow(workflow, { name: null, quiet: true });
+      this.openWorkflow(workflow, { title: file.name.replace(/\.(json|png)$/i, "") });
       toast(`Loaded the ${source} of ${file.name}`);
     } catch (error) {
-      this.errors.showMessage(error instanceof FileError ? error.message : `${file.name}: ${error.message}`, "Cannot open file");
+      toast(`Not opened: ${error instanceof FileError ? error.message : `${file.name}: ${error.message}`}`, { kind: "error", timeout: 8000 });
+    }
+  }
+
+  /** Pasted text: a workflow (UI or API format) opens in a tab; anything else is refused. */
+  openText(text) {
+    try {
+      const { workflow } = workflowFromJson(JSON.parse(text), this.defs, "the pasted text");
+      this.openWorkflow(workflow, { title: "Pasted workflow" });
+    } catch (error) {
+      const why = error instanceof SyntaxError ? "it is not valid JSON" : error.message;
+      toast(`Not pasted: ${why}`, { kind: "error", timeout: 8000 });
     }
   }
 
@@ -170,7 +207,7 @@ export class App {
   }
 
   saveToFile() {
-    const name = (this.workflowName ?? "workflow.json").split("/").pop();
+    const name = (this.tabs.current?.name ?? `${this.tabs.title(this.tabs.current)}.json`).split("/").pop();
     download(name.endsWith(".json") ? name : `${name}.json`, JSON.stringify(this.editor.serialize(), null, 2));
   }
 
@@ -260,7 +297,7 @@ export class App {
     editor.addEventListener("loaded", () => restoreFrontendNodes(editor.graphs(), this));
     editor.addEventListener("change", () => {
       this.undo.checkpoint();
-      rememberWorkflow(editor.serialize(), this.workflowName);
+      this.tabs.changed();
     });
     editor.addEventListener("search-requested", ({ detail }) => {
       const e = detail.event;
@@ -352,10 +389,12 @@ export class App {
     click("#btn-new", () => this.newWorkflow());
     click("#btn-default", () => this.loadDefault());
     click("#btn-open", () => this.openFromDisk());
-    click("#btn-save", () => this.saveToFile());
+    click("#btn-save", () => this.saveWorkflow());
+    click("#btn-download", () => this.saveToFile());
     click("#btn-export-api", () => this.exportApi());
-    click("#btn-workflows", () => this.workflows.open());
-    click("#workflows-dialog .close", () => this.workflows.close());
+    for (const button of document.querySelectorAll("[data-sidebar]")) {
+      button.addEventListener("click", () => this.sidebar.toggle(button.dataset.sidebar));
+    }
     click("#btn-refresh", () => this.refreshDefinitions());
     click("#btn-fit", () => this.editor.fitView());
     installDropAndPaste(document.body, {
@@ -364,6 +403,23 @@ export class App {
       selectedImageNode: () => this.editor.selectedNodes().find((n) => n.widgets?.some((w) => w.imageUpload)) ?? null,
       onImageForNode: (file, node) => this.uploadInto(node, file),
       onWorkflowFile: (file) => this.openFile(file),
+      onWorkflowText: (text) => this.openText(text),
+      onPasteNodes: () => {
+        this.undo.checkpoint();
+        this.editor.paste({ keepInputLinks: Boolean(this.pasteKeepsLinks) });
+        this.pasteKeepsLinks = false;
+        this.undo.checkpoint();
+      },
+    });
+    const canvas = $("#graph");
+    canvas.addEventListener("dragover", (e) => {
+      if ([NODE_DRAG_TYPE, MODEL_DRAG_TYPE].some((t) => e.dataTransfer?.types?.includes(t))) {
+        e.preventDefault();
+        e.dataTransfer.dropEffect = "copy";
+      }
+    });
+    canvas.addEventListener("drop", (e) => {
+      if (this.dropOnCanvas(e)) { e.preventDefault(); e.stopPropagation(); }
     });
   }
 
@@ -374,8 +430,9 @@ export class App {
     if (nodes.length) this.editor.addGroup("Group", nodes);
   }
 
-  saveWorkflow() {
-    this.saveToFile();
+  /** Save the active tab on the server (Ctrl+S); `as`: under a new name. The name, or null. */
+  saveWorkflow({ as = false } = {}) {
+    return this.workflows.save({ as });
   }
 
   async openFromDisk() {
@@ -385,7 +442,26 @@ export class App {
 
   closeDialogs() {
     this.search.close();
-    this.workflows.close();
     document.querySelector(".ng-lightbox")?.remove();
+  }
+
+  /** A node from the library or a model file from the model browser dropped on the canvas. */
+  dropOnCanvas(event) {
+    const pos = this.editor.toGraph([event.clientX, event.clientY]);
+    const type = event.dataTransfer.getData(NODE_DRAG_TYPE);
+    if (type) return Boolean(this.addNode(type, pos));
+    const model = event.dataTransfer.getData(MODEL_DRAG_TYPE);
+    if (!model) return false;
+    const { folder, name } = JSON.parse(model);
+    const loader = this.models.loaderFor(folder, name);
+    if (!loader) {
+      this.notify(`No loader node for ${folder} on this server.`, "warning");
+      return true;
+    }
+    const node = this.addNode(loader[0], pos);
+    const widget = node.widgets?.find((w) => w.name === loader[1]);
+    if (widget) widget.value = name;
+    this.editor.changed();
+    return true;
   }
 }

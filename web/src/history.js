@@ -30,6 +30,19 @@ export class UndoHistory {
     this.current = key(this.editor.serialize());
   }
 
+  /** The stacks and the current state, to keep with an inactive tab. */
+  snapshot() {
+    return { undoStack: this.undoStack, redoStack: this.redoStack, current: this.current };
+  }
+
+  /** Take over a tab's history (after its graph was loaded). */
+  restore(state) {
+    if (!state) { this.reset(); return; }
+    this.undoStack = state.undoStack;
+    this.redoStack = state.redoStack;
+    this.current = state.current;
+  }
+
   /** Record the graph if it changed since the last checkpoint. */
   checkpoint() {
     if (this.restoring) return;

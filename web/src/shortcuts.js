@@ -10,8 +10,9 @@ export const SHORTCUTS = [
   { keys: "Mod+Y", label: "Redo", run: (app) => app.undo.redo(), history: true },
   { keys: "Mod+Shift+Z", label: "Redo", run: (app) => app.undo.redo(), history: true },
   { keys: "Mod+C", label: "Copy the selected nodes", run: (app) => app.editor.copy() },
-  { keys: "Mod+V", label: "Paste at the mouse", run: (app) => app.editor.paste() },
-  { keys: "Mod+Shift+V", label: "Paste, keeping the links into the pasted nodes", run: (app) => app.editor.paste({ keepInputLinks: true }) },
+  // Pasting happens on the browser's paste event (files.js): it may bring a file or a workflow text.
+  { keys: "Mod+V", label: "Paste nodes at the mouse (or a workflow, an image for the selected Load Image)", native: true },
+  { keys: "Mod+Shift+V", label: "Paste nodes, keeping the links into them", native: true },
   { keys: "Mod+D", label: "Duplicate the selected nodes", run: (app) => app.editor.duplicate() },
   { keys: "Mod+A", label: "Select all", run: (app) => app.editor.selectAll() },
   { keys: "Delete", label: "Delete the selection", run: (app) => app.editor.deleteSelected() },
@@ -25,6 +26,7 @@ export const SHORTCUTS = [
   { keys: "Mod+S", label: "Save the workflow", run: (app) => app.saveWorkflow(), typing: true },
   { keys: "Mod+Shift+S", label: "Save the workflow as…", run: (app) => app.saveWorkflow({ as: true }), typing: true },
   { keys: "Mod+O", label: "Open a workflow file", run: (app) => app.openFromDisk() },
+  { keys: "Alt+N", label: "New workflow tab", run: (app) => app.tabs.newTab() },
   { keys: "Escape", label: "Close the open dialog or menu", run: (app) => app.closeDialogs(), passThrough: true },
 ];
 
@@ -60,6 +62,11 @@ export function installShortcuts(app, target = document) {
     const typing = el instanceof HTMLInputElement || el instanceof HTMLTextAreaElement || el?.isContentEditable;
     if (typing && !shortcut.typing) return;
     if (document.querySelector(".ng-modal") && !shortcut.passThrough) return;
+    if (shortcut.native) { // the paste event follows
+      app.pasteKeepsLinks = event.shiftKey;
+      event.stopPropagation();
+      return;
+    }
     // Each edit by key is one undo step of its own, however fast the keys come.
     if (!shortcut.history) app.undo.checkpoint();
     shortcut.run(app, event);
