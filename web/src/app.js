@@ -16,6 +16,7 @@ import { Socket } from "./socket.js";
 import { SubgraphUi } from "./subgraphs.js";
 import { toast } from "./toast.js";
 import { applySeedControls, closeTextEditor } from "./widgets.js";
+import { MaskEditor } from "./mask_editor.js";
 import { MODEL_DRAG_TYPE, ModelBrowser } from "./model_browser.js";
 import { NODE_DRAG_TYPE, NodeLibrary } from "./node_library.js";
 import { Sidebar } from "./sidebar.js";
@@ -45,6 +46,7 @@ export class App {
       api: this.api, counter: $("#queue-counter"), panel: $("#queue-panel"),
       onLoadWorkflow: (w) => this.openWorkflow(w, { title: "From the history" }), onOpenImages: (urls, i) => openLightbox(urls, i),
     });
+    this.maskEditor = new MaskEditor(this);
     this.tabs = new WorkflowTabs(this, $("#tabs"));
     this.workflows = new WorkflowFiles(this, $("#panel-workflows"));
     this.library = new NodeLibrary(this, $("#panel-library"));
@@ -315,6 +317,9 @@ export class App {
       if (this.editor.images.get(String(node.id))?.length) {
         options.push({ content: "Open image", callback: () => this.previews.open(node.id) });
       }
+      if (node.widgets?.some((w) => w.imageUpload)) {
+        options.push({ content: "Open in mask editor", callback: () => this.maskEditor.open(node) });
+      }
       options.push({ content: node.mode === this.MODE.BYPASS ? "Remove bypass" : "Bypass",
                      callback: () => this.editor.setMode([node], this.MODE.BYPASS) });
       options.push({ content: node.mode === this.MODE.NEVER ? "Unmute" : "Mute",
@@ -442,6 +447,7 @@ export class App {
 
   closeDialogs() {
     this.search.close();
+    this.maskEditor.close();
     document.querySelector(".ng-lightbox")?.remove();
   }
 
