@@ -111,10 +111,10 @@ class EditorPage:
             const e = nodegraph.editor, c = document.querySelector('#graph').getBoundingClientRect();
             for (let y = c.top + 30; y < c.bottom - 30; y += 40)
               for (let x = c.left + 30; x < c.right - 30; x += 40) {
-                if (e.nodeAt(x, y)) continue;
+                if (e.nodeAt(x, y) || document.elementFromPoint(x, y)?.id !== 'graph') continue;
                 const [gx, gy] = e.toGraph([x, y]);
                 const [rx, ry] = e.toClient([gx + w, gy + h]);
-                if (rx > c.right - 10 || ry > c.bottom - 10) continue;
+                if (rx > c.right - 10 || ry > c.bottom - 10 || document.elementFromPoint(rx, ry)?.id !== 'graph') continue;
                 if (!e.nodes.some(n => gx + w > n.pos[0] - 40 && gx < n.pos[0] + n.size[0] + 40 &&
                     gy + h > n.pos[1] - 70 && gy < n.pos[1] + n.size[1] + 40)) return [x, y];
               }
