@@ -19,6 +19,7 @@ import { applySeedControls, closeTextEditor } from "./widgets.js";
 import { MaskEditor } from "./mask_editor.js";
 import { MODEL_DRAG_TYPE, ModelBrowser } from "./model_browser.js";
 import { NODE_DRAG_TYPE, NodeLibrary } from "./node_library.js";
+import { Settings } from "./settings.js";
 import { Sidebar } from "./sidebar.js";
 import { WorkflowTabs } from "./tabs.js";
 import { WorkflowFiles } from "./workflows.js";
@@ -47,6 +48,7 @@ export class App {
       onLoadWorkflow: (w) => this.openWorkflow(w, { title: "From the history" }), onOpenImages: (urls, i) => openLightbox(urls, i),
     });
     this.maskEditor = new MaskEditor(this);
+    this.settings = new Settings(this, $("#settings-dialog"));
     this.tabs = new WorkflowTabs(this, $("#tabs"));
     this.workflows = new WorkflowFiles(this, $("#panel-workflows"));
     this.library = new NodeLibrary(this, $("#panel-library"));
@@ -62,6 +64,7 @@ export class App {
     this.defs = await this.api.objectInfo();
     this.catalogue = catalogue(this.defs);
     registerDefinitions(this.editor, this.defs, this);
+    await this.settings.load();
     this.#bindEditor();
     this.#bindSocket();
     this.#bindUi();
@@ -402,6 +405,8 @@ export class App {
     }
     click("#btn-refresh", () => this.refreshDefinitions());
     click("#btn-fit", () => this.editor.fitView());
+    click("#btn-settings", () => (this.settings.dialog.hidden ? this.settings.open() : this.settings.close()));
+    click("#settings-dialog .close", () => this.settings.close());
     installDropAndPaste(document.body, {
       nodeAt: (x, y) => this.editor.nodeAt(x, y),
       isImageNode: (node) => Boolean(node.widgets?.some((w) => w.imageUpload)),
@@ -447,6 +452,7 @@ export class App {
 
   closeDialogs() {
     this.search.close();
+    this.settings.close();
     this.maskEditor.close();
     document.querySelector(".ng-lightbox")?.remove();
   }

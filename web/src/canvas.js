@@ -16,6 +16,20 @@ import { installPainting } from "./canvas_paint.js";
 import { Subgraphs } from "./canvas_subgraphs.js";
 import { compressWidgetSockets } from "./widget_inputs.js";
 
+/** LiteGraph's node and widget colours per theme (dark: the library's own). */
+const THEMES = {
+  dark: {
+    NODE_TITLE_COLOR: "#999", NODE_SELECTED_TITLE_COLOR: "#FFF", NODE_TEXT_COLOR: "#AAA", NODE_DEFAULT_COLOR: "#333",
+    NODE_DEFAULT_BGCOLOR: "#353535", NODE_DEFAULT_BOXCOLOR: "#666", WIDGET_BGCOLOR: "#222", WIDGET_OUTLINE_COLOR: "#666",
+    WIDGET_TEXT_COLOR: "#DDD", WIDGET_SECONDARY_TEXT_COLOR: "#999", LINK_COLOR: "#9A9",
+  },
+  light: {
+    NODE_TITLE_COLOR: "#222", NODE_SELECTED_TITLE_COLOR: "#000", NODE_TEXT_COLOR: "#333", NODE_DEFAULT_COLOR: "#c9ccd1",
+    NODE_DEFAULT_BGCOLOR: "#f4f5f7", NODE_DEFAULT_BOXCOLOR: "#888", WIDGET_BGCOLOR: "#ffffff", WIDGET_OUTLINE_COLOR: "#9aa0a6",
+    WIDGET_TEXT_COLOR: "#222", WIDGET_SECONDARY_TEXT_COLOR: "#555", LINK_COLOR: "#5a8",
+  },
+};
+
 export const MODE = Object.freeze({ ALWAYS: 0, NEVER: 2, BYPASS: 4 });
 
 
@@ -34,6 +48,7 @@ export class Editor extends EventTarget {
     this.canvas.allow_reconnect_links = true; // drag a link off an input to move or remove it
     this.canvas.show_info = false;
     this.canvas.render_canvas_border = false;
+    this.defaultBackground = this.canvas.background_image;
     this.canvas.showSearchBox = (event, options) => {
       this.emit("search-requested", { event, options: options ?? null });
       return null;
@@ -341,6 +356,27 @@ export class Editor extends EventTarget {
 
   setDirty() {
     this.canvas.setDirty(true, true);
+  }
+
+  // -- settings -------------------------------------------------------------------------------------
+
+  setTheme(theme) {
+    Object.assign(LiteGraph, THEMES[theme] ?? THEMES.dark);
+    this.canvas.clear_background_color = theme === "light" ? "#e8e8e8" : "#222";
+    this.canvas.background_image = theme === "light" ? null : this.defaultBackground;
+    this.canvas.node_title_color = LiteGraph.NODE_TITLE_COLOR;
+    this.setDirty();
+  }
+
+  /** 0 straight, 1 linear (angled), 2 spline: LiteGraph's link render types. */
+  setLinkRenderMode(mode) {
+    this.canvas.links_render_mode = [0, 1, 2].includes(mode) ? mode : 2;
+    this.setDirty();
+  }
+
+  setSnapToGrid(on, size = 10) {
+    LiteGraph.alwaysSnapToGrid = on;
+    LiteGraph.CANVAS_GRID_SIZE = size;
   }
 
   /** Draw one frame now (the benchmark measures this). */
