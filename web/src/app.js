@@ -33,7 +33,6 @@ export class App {
     this.socket = new Socket();
     this.editor = new Editor($("#graph"));
     this.defs = {};
-    this.workflowName = null;
     this.runningPromptId = null;
     this.runningNode = null;
     this.lastPromptId = null;
@@ -181,7 +180,6 @@ export class App {
   }
 
   setWorkflowName(title) {
-    this.workflowName = this.tabs.current?.name ?? null;
     $("#workflow-name").textContent = title ?? "Unsaved workflow";
   }
 
@@ -204,11 +202,6 @@ export class App {
       const why = error instanceof SyntaxError ? "it is not valid JSON" : error.message;
       toast(`Not pasted: ${why}`, { kind: "error", timeout: 8000 });
     }
-  }
-
-  loadJson(data) {
-    const { workflow } = workflowFromJson(data, this.defs);
-    return this.loadWorkflow(workflow, { quiet: true });
   }
 
   saveToFile() {

@@ -23,10 +23,6 @@ export function copySelection(editor) {
   return true;
 }
 
-export function hasClipboard() {
-  return Boolean(localStorage.getItem(CLIPBOARD));
-}
-
 /** Paste at the mouse; with `keepInputLinks`, inputs fed from outside the copied nodes stay fed. */
 export function pasteClipboard(editor, keepInputLinks = false) {
   editor.canvas.pasteFromClipboard({ connectInputs: keepInputLinks });

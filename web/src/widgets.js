@@ -137,21 +137,6 @@ function moveCombo(widget, how) {
   widget.callback?.(widget.value);
 }
 
-/** Replace the choices of every combo widget from fresh definitions (e.g. new model files). */
-export function refreshCombos(nodes, defs) {
-  for (const node of nodes) {
-    const def = defs[node.type];
-    if (!def) continue;
-    for (const spec of declaredInputs(def)) {
-      if (spec.type !== "COMBO") continue;
-      const widget = node.widgets?.find((w) => w.name === spec.name);
-      if (widget && spec.choices?.length && !spec.choices.includes(widget.value) && widget.value === "") {
-        widget.value = spec.choices[0];
-      }
-    }
-  }
-}
-
 // -- multi-line text ---------------------------------------------------------------------------
 
 let activeEditor = null;
