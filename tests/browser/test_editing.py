@@ -104,7 +104,7 @@ def test_save_reload_gives_the_same_graph(editor):
     page.click("#panel-workflows [data-section='on the server'] li[data-name='my txt2img.json'] .open")
     page.wait_for_function("nodegraph.editor.nodes.length === 7")
     assert comparable(editor.workflow()) == edited
-    assert page.inner_text("#workflow-name") == "my txt2img"
+    assert page.inner_text("#tabs .tab.active .title") == "my txt2img"
     save_doc_screenshot(page, "workflows-on-server")
 
 

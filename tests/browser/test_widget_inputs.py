@@ -141,7 +141,13 @@ def test_every_example_and_comfyui_file_opens_and_saves_as_the_same_graph(editor
     editor.allow_console_error("status of 404")  # Load Image nodes name files this server lacks
     files = round_trip_files()
     nested = fx.workflow(fx.TWICE, widgets=(), definitions=[fx.twice_definition(), fx.scale_definition(0.5)])
-    for name, workflow in [("subgraph.json", fx.workflow()), ("nested_subgraphs.json", nested)]:
+    schema_1 = json.loads((WORKFLOWS / "txt2img.json").read_text())  # ComfyUI's other schema: version 1
+    schema_1 = {"version": 1, "state": {"lastGroupId": 0, "lastNodeId": schema_1["last_node_id"],
+                                        "lastLinkId": schema_1["last_link_id"], "lastRerouteId": 0},
+                "nodes": schema_1["nodes"], "groups": [], "config": {}, "extra": {},
+                "links": [{"id": l[0], "origin_id": l[1], "origin_slot": l[2], "target_id": l[3], "target_slot": l[4],
+                           "type": l[5]} for l in schema_1["links"]]}
+    for name, workflow in [("subgraph.json", fx.workflow()), ("nested_subgraphs.json", nested), ("schema_1.json", schema_1)]:
         files.append(tmp_path / name)  # ComfyUI's subgraph format, as the engine's tests have it
         files[-1].write_text(json.dumps(workflow))
     different = []

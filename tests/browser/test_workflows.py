@@ -122,7 +122,7 @@ def test_save_save_as_rename_delete_and_recent_on_the_server(editor):
     page.click("#btn-new")
     page.click("#panel-workflows [data-section='recent'] li[data-name='third.json'] .open")
     page.wait_for_function("nodegraph.editor.nodes.length === 7")
-    assert page.inner_text("#workflow-name") == "third"
+    assert page.inner_text("#tabs .tab.active .title") == "third"
 
 
 def test_templates_open_and_export_api(editor, sd_server):

@@ -176,11 +176,7 @@ export class App {
   }
 
   onActivated(tab) {
-    this.setWorkflowName(tab ? this.tabs.title(tab) : null);
-  }
-
-  setWorkflowName(title) {
-    $("#workflow-name").textContent = title ?? "Unsaved workflow";
+    document.title = tab ? `${this.tabs.title(tab)} — nodegraph` : "nodegraph";
   }
 
   async openFile(file) {
@@ -388,7 +384,6 @@ export class App {
     });
     click("#btn-search", () => this.openSearch(innerWidth / 2 - 200, 120, null));
     click("#btn-new", () => this.newWorkflow());
-    click("#btn-default", () => this.loadDefault());
     click("#btn-open", () => this.openFromDisk());
     click("#btn-save", () => this.saveWorkflow());
     click("#btn-download", () => this.saveToFile());
