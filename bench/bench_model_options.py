@@ -223,11 +223,14 @@ def main() -> None:
           f"{args.threads} threads, torch {torch.__version__}, {args.rounds} rounds; load average {' '.join(load)}")
     print(f"no-patch output vs baseline: max |diff| {float((same - ref).abs().max()):.2e} (same weights, same math)")
     base = times["baseline"]
-    print(f"{'variant':<12}{'min s':>9}{'median s':>10}{'cpu min s':>11}{'min / base':>12}{'median / base':>15}")
+    print("per step; 'paired' = median over rounds of (variant / baseline in the same round), which cancels")
+    print("the load drifting between rounds; baseline' is the baseline again, so its ratios show the noise")
+    print(f"{'variant':<12}{'min s':>8}{'median s':>10}{'cpu min s':>11}{'paired wall':>13}{'paired cpu':>12}")
     for name, t in times.items():
-        print(f"{name:<12}{min(t['wall']):>9.3f}{statistics.median(t['wall']):>10.3f}{min(t['cpu']):>11.3f}"
-              f"{min(t['wall']) / min(base['wall']):>12.3f}"
-              f"{statistics.median(t['wall']) / statistics.median(base['wall']):>15.3f}")
+        wall = statistics.median(a / b for a, b in zip(t["wall"], base["wall"]))
+        cpu = statistics.median(a / b for a, b in zip(t["cpu"], base["cpu"]))
+        print(f"{name:<12}{min(t['wall']):>8.2f}{statistics.median(t['wall']):>10.2f}{min(t['cpu']):>11.2f}"
+              f"{wall:>13.3f}{cpu:>12.3f}")
     print("work per step (deterministic): " + "; ".join(
         f"{name} {ops} tensor ops, {calls} Python calls" for name, (ops, calls) in counts.items()))
     print(f"denoiser's own cost per step (null UNet, CPU time, 1 thread): baseline {base_us:.1f} µs, "
