@@ -3,16 +3,18 @@
 One denoiser step (CFG pair, batch 2, cfg 5) in one process, the variants interleaved and the minimum and
 median kept (the machine is shared; interleaving makes background load hit every variant alike):
 
-  baseline     the step as it was before the mechanism: CFGDenoiser, UNet and attention from git commit
+  baseline     (twice, baseline and baseline': their spread is the measurement noise)
+               the step as it was before the mechanism: CFGDenoiser, UNet and attention from git commit
                7acc5d8 (materialised from git into a temporary package), the same weights
   no patches   today's CFGDenoiser + UNet with a MODEL that carries no options (the target: < 1 % over baseline)
   FreeU        FreeU(1.1, 1.2, 0.9, 0.2)
   PAG          PerturbedAttentionGuidance(3.0): one extra UNet pass (batch 1) per step, by design
 
-Then the mechanism's own Python cost per step with a null UNet (microseconds), which the UNet's time
-hides in the ratios above.
+Then the mechanism's own Python cost, which the UNet's time hides in the ratios above: the denoiser's per
+step with a null UNet, and the UNet's hook points per forward on a tiny UNet (both in microseconds; on a
+shared machine these are the figures that can resolve a sub-1 % difference).
 
-    python bench/bench_model_options.py                  # 8 rounds, ~3 GB RAM, ~4 min on 2 busy cores
+    python bench/bench_model_options.py                  # 6 rounds, ~4 GB RAM; 10-45 min on 2 shared cores
     python bench/bench_model_options.py --rounds 4 --size 256 --threads 2
 """
 from __future__ import annotations
@@ -81,8 +83,9 @@ def make_variants(unet, baseline_unet, baseline_cfg, baseline_ms, cfg: float):
     options = {"no patches": model.options,
                "FreeU": FreeU().run(model, 1.1, 1.2, 0.9, 0.2)[0].options,
                "PAG": PerturbedAttentionGuidance().run(model, 3.0)[0].options}
-    variants = {"baseline": baseline_cfg.CFGDenoiser(model_fn_for(baseline_unet), baseline_ms.ModelSamplingEPS(),
-                                                     positive, negative, cfg)}
+    variants = {name: baseline_cfg.CFGDenoiser(model_fn_for(baseline_unet), baseline_ms.ModelSamplingEPS(),
+                                               positive, negative, cfg)
+                for name in ("baseline", "baseline'")}  # the same thing twice: the A/A spread is the noise
     for name, opts in options.items():
         variants[name] = CFGDenoiser(model_fn_for(unet), model.model_sampling, positive, negative, cfg, options=opts)
     return variants
@@ -126,10 +129,70 @@ def python_overhead(baseline_cfg, baseline_ms, calls: int = 200, trials: int = 3
     return best["baseline"], best["no patches"]
 
 
+def work_counts(denoiser, x: torch.Tensor, sigma: torch.Tensor) -> tuple[int, int]:
+    """(tensor ops, Python function calls) of one denoiser step: deterministic counts, unlike timings.
+    Counted on a second step, so one-time work (lazy imports, einops' caches) is left out."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountOps(TorchDispatchMode):
+        ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            CountOps.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    calls = 0
+
+    def profile(frame, event, arg):
+        nonlocal calls
+        calls += event == "call"
+
+    with torch.inference_mode():
+        with CountOps():
+            denoiser(x, sigma)
+        CountOps.ops = 0
+        with CountOps():
+            denoiser(x, sigma)
+        ops = CountOps.ops
+        sys.setprofile(profile)
+        try:
+            denoiser(x, sigma)
+        finally:
+            sys.setprofile(None)
+    return ops, calls
+
+
+def unet_python_overhead(baseline_unet_mod, calls: int = 50, trials: int = 30) -> tuple[float, float, float]:
+    """µs per forward of a tiny SD1-layout UNet (4×4 latent, batch 1): the UNet's hook points with no
+    patches, before the mechanism (twice: the A/A spread) vs now (CPU time, best trial)."""
+    from nodes.sd.tiny import TINY_UNET_CONFIG, _init_weights
+    from nodes.sd.unet import UNetModel
+
+    now = UNetModel(TINY_UNET_CONFIG).eval()
+    _init_weights(now, 0)
+    with torch.device("meta"):
+        before = baseline_unet_mod.UNetModel(TINY_UNET_CONFIG)
+    before.load_state_dict(now.state_dict(), assign=True)
+    before.eval()
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(1, 4, 4, 4, generator=g), torch.tensor([500.0]),
+            torch.randn(1, 77, TINY_UNET_CONFIG.context_dim, generator=g))
+    best = {}
+    with torch.inference_mode():
+        assert torch.equal(before(*args), now(*args))
+        for _ in range(trials):
+            for name, unet in (("baseline", before), ("baseline'", before), ("no patches", now)):
+                t0 = time.process_time()
+                for _ in range(calls):
+                    unet(*args)
+                best[name] = min(best.get(name, float("inf")), (time.process_time() - t0) / calls * 1e6)
+    return best["baseline"], best["baseline'"], best["no patches"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=256, help="image side in pixels (latent = size / 8)")
-    ap.add_argument("--rounds", type=int, default=8, help="timed steps per variant (min and median kept)")
+    ap.add_argument("--rounds", type=int, default=6, help="timed steps per variant (min and median kept)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -149,23 +212,33 @@ def main() -> None:
         with torch.inference_mode():
             ref = variants["baseline"](x, sigma)
             same = variants["no patches"](x, sigma)
+        counts = {name: work_counts(variants[name], x, sigma) for name in ("baseline", "no patches", "FreeU", "PAG")}
         times = time_steps(variants, x, sigma, args.rounds)
         torch.set_num_threads(1)
         base_us, now_us = python_overhead(baseline_cfg, baseline_ms)
+        unet_base_us, unet_again_us, unet_now_us = unet_python_overhead(baseline_unet_mod)
 
     load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"SD1.5 UNet (random weights), {args.size}² (latent {latent}²), CFG pair, fp32 CPU, "
           f"{args.threads} threads, torch {torch.__version__}, {args.rounds} rounds; load average {' '.join(load)}")
     print(f"no-patch output vs baseline: max |diff| {float((same - ref).abs().max()):.2e} (same weights, same math)")
     base = times["baseline"]
-    print(f"{'variant':<12}{'min s':>9}{'median s':>10}{'cpu min s':>11}{'min / base':>12}{'median / base':>15}")
+    print("per step; 'paired' = median over rounds of (variant / baseline in the same round), which cancels")
+    print("the load drifting between rounds; baseline' is the baseline again, so its ratios show the noise")
+    print(f"{'variant':<12}{'min s':>8}{'median s':>10}{'cpu min s':>11}{'paired wall':>13}{'paired cpu':>12}")
     for name, t in times.items():
-        print(f"{name:<12}{min(t['wall']):>9.3f}{statistics.median(t['wall']):>10.3f}{min(t['cpu']):>11.3f}"
-              f"{min(t['wall']) / min(base['wall']):>12.3f}"
-              f"{statistics.median(t['wall']) / statistics.median(base['wall']):>15.3f}")
+        wall = statistics.median(a / b for a, b in zip(t["wall"], base["wall"]))
+        cpu = statistics.median(a / b for a, b in zip(t["cpu"], base["cpu"]))
+        print(f"{name:<12}{min(t['wall']):>8.2f}{statistics.median(t['wall']):>10.2f}{min(t['cpu']):>11.2f}"
+              f"{wall:>13.3f}{cpu:>12.3f}")
+    print("work per step (deterministic): " + "; ".join(
+        f"{name} {ops} tensor ops, {calls} Python calls" for name, (ops, calls) in counts.items()))
     print(f"denoiser's own cost per step (null UNet, CPU time, 1 thread): baseline {base_us:.1f} µs, "
           f"no patches {now_us:.1f} µs (+{now_us - base_us:.1f} µs = "
           f"{100 * (now_us - base_us) / 1e6 / min(base['cpu']):.4f} % of a step's CPU time)")
+    print(f"UNet forward with no patches (tiny UNet, 4² latent, CPU time, 1 thread): baseline {unet_base_us:.1f} µs, "
+          f"baseline again {unet_again_us:.1f} µs, no patches {unet_now_us:.1f} µs "
+          f"({100 * (unet_now_us / unet_base_us - 1):+.2f} %; A/A {100 * (unet_again_us / unet_base_us - 1):+.2f} %)")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from .registry import NodeRegistry, default_registry
 from .validation import ValidatedPrompt, validate_prompt
 from .workflow import WorkflowDocument, load_document, load_prompt
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it; CHANGELOG.md)
 
 __all__ = [
     "Boolean", "CancellationToken", "Combo", "ExecutionInterrupted", "Executor", "Float", "Hidden", "Input",

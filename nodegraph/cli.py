@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import __version__, resources
 from . import folders as folder_paths
 from .cache import DEFAULT_BUDGET, OutputCache, parse_size
 from .errors import NodegraphError, ValidationError, WorkflowError
 from .executor import Executor, RunResult
+from .model_paths import ExtraFolder, ModelPathsError, extra_folders_by_kind, read_extra_model_paths
 from .registry import NodeRegistry, default_registry
 from .validation import validate_prompt
 from .workflow import load_document
@@ -64,6 +66,8 @@ def _common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
                         help="root of models/, input/, output/, temp/, user/ (default: $NODEGRAPH_HOME or .)")
     parser.add_argument("--models-dir", type=Path, action="append", default=default([]),
                         help="a models folder (e.g. an existing ComfyUI models/); repeatable, searched in order")
+    parser.add_argument("--extra-model-paths", type=Path, action="append", default=default([]), metavar="FILE",
+                        help="ComfyUI's extra_model_paths.yaml: more model folders (repeatable; only read)")
     parser.add_argument("--input-dir", type=Path, default=default(None))
     parser.add_argument("--output-dir", type=Path, default=default(None), help="where Save Image writes")
     parser.add_argument("--custom-nodes", type=Path, default=default(None), help="a folder of custom node packs")
@@ -74,11 +78,14 @@ def _build_parser() -> argparse.ArgumentParser:
     _common_options(common, defaults=False)
 
     parser = argparse.ArgumentParser(prog="nodegraph", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"nodegraph {__version__}")
     _common_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="run a workflow (UI or API JSON, or a PNG)")
-    run.add_argument("workflow", type=Path)
+    run.add_argument("workflow", type=Path, nargs="?", help="the workflow file (or --example NAME)")
+    run.add_argument("--example", metavar="NAME", default=None,
+                     help="run a shipped example workflow instead (txt2img, img2img, lora, ...)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                      help="override an input; NODE is a node id or title, VALUE is JSON or text")
     run.add_argument("--target", action="append", default=None, metavar="NODE",
@@ -116,7 +123,7 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--history-size", type=int, default=10000)
     serve.add_argument("--preview-method", choices=["none", "latent2rgb"], default="latent2rgb")
     serve.add_argument("--web-root", type=Path, default=None,
-                       help="folder of the web editor served at / (default: the checkout's web/)")
+                       help="folder of the web editor served at / (default: the one installed with nodegraph)")
     serve.add_argument("--backend", choices=["local", "ray"], default=None,
                        help="who runs the prompts: a worker thread here (default), or Ray worker actors")
     _ray_options(serve)
@@ -155,8 +162,15 @@ def _ray_options(parser: argparse.ArgumentParser) -> None:
 
 def _setup(args: argparse.Namespace, *, prepare_models: bool = False) -> tuple[folder_paths.Folders, NodeRegistry]:
     base = args.base_dir or Path(os.environ.get("NODEGRAPH_HOME", "."))
+    extra: list[ExtraFolder] = []
+    for yaml_file in args.extra_model_paths:
+        try:
+            extra += read_extra_model_paths(yaml_file)
+        except ModelPathsError as exc:
+            raise UsageError(str(exc)) from None
+    first, last = extra_folders_by_kind(extra)
     layout = folder_paths.use(folder_paths.Folders(base, models=args.models_dir, input=args.input_dir,
-                                                   output=args.output_dir))
+                                                   output=args.output_dir, extra=last, extra_first=first))
     factory, kwargs = _node_library(args, layout)
     registry = default_registry(**kwargs) if factory == DEFAULT_LIBRARY else _build(factory, kwargs)
     library = sys.modules.get("nodes")
@@ -234,6 +248,14 @@ def _find_node(prompt: Prompt, ref: str) -> str:
 # -- commands -------------------------------------------------------------------------------
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if (args.workflow is None) == (args.example is None):
+        raise UsageError("give a workflow file or --example NAME (one of: "
+                         f"{', '.join(resources.example_names()) or 'none installed'})")
+    if args.example is not None:
+        try:
+            args.workflow = resources.example_path(args.example)
+        except FileNotFoundError as exc:
+            raise UsageError(str(exc)) from None
     layout, registry = _setup(args, prepare_models=True)
     prompt, extra = _load(args, registry)
     apply_overrides(prompt, args.overrides)

@@ -1,8 +1,10 @@
 """Where models, inputs, outputs, temporary files and user data live, and safe paths inside them.
 
 The layout is ComfyUI's (`models/checkpoints`, `models/loras`, ..., `input/`, `output/`, `temp/`,
-`user/`), so an existing ComfyUI models folder can be pointed at with `--models-dir`. The active
-layout is one explicit object (`use()` / `current()`), set once by the CLI or server.
+`user/`), so an existing ComfyUI models folder can be pointed at with `--models-dir` (or an
+extra_model_paths.yaml, `nodegraph.model_paths`). The active layout is one explicit object
+(`use()` / `current()`), set once by the CLI or server. Models folders are only ever read; embedded
+models (files shipped with the code, `offer_embedded`) are listed after the user's own, never copied.
 """
 from __future__ import annotations
 
@@ -64,15 +66,24 @@ class UnsafePathError(ValueError):
 @dataclass
 class Folders:
     base: Path
-    models: list[Path] = field(default_factory=list)  # searched in order; the first is ours
+    models: list[Path] = field(default_factory=list)  # searched in order; default: base/models
     input: Path | None = None
     output: Path | None = None
     temp: Path | None = None
     user: Path | None = None
+    # folder kind -> extra folders of that kind alone (extra_model_paths.yaml, nodegraph.model_paths):
+    # `extra_first` (is_default sections) searched before `models`, `extra` after
+    extra: dict[str, list[Path]] = field(default_factory=dict)
+    extra_first: dict[str, list[Path]] = field(default_factory=dict)
+    # folder kind -> {name: file or model folder shipped with the code}: listed last, read-only
+    embedded: dict[str, dict[str, Path]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.base = Path(self.base).resolve()
+        self.user_models = bool(self.models)  # folders the user named: never created or written to
         self.models = [models_root(Path(m)).resolve() for m in self.models] or [self.base / "models"]
+        self.extra = {kind: [Path(p).resolve() for p in paths] for kind, paths in self.extra.items()}
+        self.extra_first = {kind: [Path(p).resolve() for p in paths] for kind, paths in self.extra_first.items()}
         self.input = Path(self.input or self.base / "input").resolve()
         self.output = Path(self.output or self.base / "output").resolve()
         self.temp = Path(self.temp or self.base / "temp").resolve()
@@ -81,7 +92,29 @@ class Folders:
     def model_dirs(self, kind: str) -> list[Path]:
         if kind not in MODEL_FOLDERS:
             raise KeyError(f"unknown model folder {kind!r}; known: {', '.join(MODEL_FOLDERS)}")
-        return [root / sub for root in self.models for sub in MODEL_FOLDERS[kind]]
+        aliases = MODEL_FOLDERS[kind]
+        dirs = [d for alias in aliases for d in self.extra_first.get(alias, ())]
+        dirs += [root / sub for root in self.models for sub in aliases]
+        for extra in (d for alias in aliases for d in self.extra.get(alias, ())):
+            if extra not in dirs:
+                dirs.append(extra)
+        return list(dict.fromkeys(dirs))
+
+    def extra_folders_spec(self) -> dict[str, dict[str, list[str]]]:
+        """The extra_model_paths folders as JSON, for a worker that builds its own layout (Ray)."""
+        return {"extra": {k: [str(p) for p in v] for k, v in self.extra.items()},
+                "extra_first": {k: [str(p) for p in v] for k, v in self.extra_first.items()}}
+
+    def offer_embedded(self, kind: str, name: str, path: Path) -> None:
+        """List `path` (a model file or folder shipped with the code) under `name` in `kind`'s folders,
+        after the user's own files; a user's file of the same name wins. Nothing is copied."""
+        if kind not in MODEL_FOLDERS:
+            raise KeyError(f"unknown model folder {kind!r}; known: {', '.join(MODEL_FOLDERS)}")
+        self.embedded.setdefault(kind, {})[name] = Path(path)
+
+    def embedded_path(self, kind: str, name: str) -> Path | None:
+        path = self.embedded.get(kind, {}).get(name)
+        return path if path is not None and path.exists() else None
 
     def list_models(self, kind: str, extensions: frozenset[str] | None = None) -> list[str]:
         """Model files of a folder, as '/'-separated names relative to it, sorted."""
@@ -95,6 +128,8 @@ class Folders:
                 for filename in filenames:
                     if Path(filename).suffix.lower() in extensions:
                         names.add((Path(dirpath) / filename).relative_to(folder).as_posix())
+        names.update(n for n, p in self.embedded.get(kind, {}).items()
+                     if p.is_file() and Path(n).suffix.lower() in extensions)
         return sorted(names, key=str.lower)
 
     def list_model_dirs(self, kind: str) -> list[str]:
@@ -103,6 +138,7 @@ class Folders:
         for folder in self.model_dirs(kind):
             if folder.is_dir():
                 names.update(p.name for p in folder.iterdir() if p.is_dir() and (p / "config.json").exists())
+        names.update(n for n, p in self.embedded.get(kind, {}).items() if (p / "config.json").exists())
         return sorted(names)
 
     def model_path(self, kind: str, name: str) -> Path:
@@ -112,11 +148,16 @@ class Folders:
             path = safe_join(folder, name, allow_links_out=True)
             if path.exists():
                 return path
+        embedded = self.embedded_path(kind, name)
+        if embedded is not None:
+            return embedded
         places = ", ".join(str(f) for f in self.model_dirs(kind))
         raise FileNotFoundError(f"model '{name}' not found; put the file in one of: {places}")
 
     def ensure(self) -> None:
-        for path in (self.input, self.output, self.temp, self.user, self.models[0]):
+        """Create our own folders; a models folder the user named is never created or written to."""
+        own = [] if self.user_models else [self.models[0]]
+        for path in (self.input, self.output, self.temp, self.user, *own):
             path.mkdir(parents=True, exist_ok=True)
 
 

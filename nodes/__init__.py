@@ -64,13 +64,12 @@ def register_nodes(registry) -> None:
 
 
 def prepare_default_models(folders) -> None:
-    """Make sure the embedded demo models, the tiny random stand-ins and input/example.png exist
-    (see nodes.default_model)."""
+    """Offer the embedded demo models to the loaders (nothing is copied) and make input/example.png
+    where it is missing (see nodes.default_model)."""
     try:
         import torch  # noqa: F401
     except ModuleNotFoundError:
         return  # no torch, no SD nodes: nothing would use the model
-    from .default_model import ensure_default_checkpoint, ensure_default_extras, ensure_example_image
-    ensure_default_checkpoint(folders)
-    ensure_default_extras(folders)
+    from .default_model import ensure_example_image, offer_demo_models
+    offer_demo_models(folders)
     ensure_example_image(folders)

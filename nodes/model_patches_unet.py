@@ -34,12 +34,15 @@ def _freeu(model, b1, b2, s1, s2, v2: bool, source: str):
     return (model.with_options(model.options.with_output_block_patch(patch, source=source)),)
 
 
+def _freeu_inputs(b1: float, b2: float):
+    return (Input("model", "MODEL"), *(Float(name, default, min=0.0, max=10.0, step=0.01)
+                                       for name, default in (("b1", b1), ("b2", b2), ("s1", 0.9), ("s2", 0.2))))
+
+
 class FreeU(Node):
     """FreeU: boosts the decoder's backbone features (b) and damps the skips' low frequencies (s)."""
     category = "model_patches/unet"
-    inputs = (Input("model", "MODEL"),
-              Float("b1", 1.1, min=0.0, max=10.0, step=0.01), Float("b2", 1.2, min=0.0, max=10.0, step=0.01),
-              Float("s1", 0.9, min=0.0, max=10.0, step=0.01), Float("s2", 0.2, min=0.0, max=10.0, step=0.01))
+    inputs = _freeu_inputs(1.1, 1.2)
     outputs = (Output("MODEL"),)
 
     def run(self, model, b1, b2, s1, s2):
@@ -49,9 +52,7 @@ class FreeU(Node):
 class FreeU_V2(Node):
     """FreeU v2: the backbone boost is weighted by each pixel's normalised mean activation."""
     category = "model_patches/unet"
-    inputs = (Input("model", "MODEL"),
-              Float("b1", 1.3, min=0.0, max=10.0, step=0.01), Float("b2", 1.4, min=0.0, max=10.0, step=0.01),
-              Float("s1", 0.9, min=0.0, max=10.0, step=0.01), Float("s2", 0.2, min=0.0, max=10.0, step=0.01))
+    inputs = _freeu_inputs(1.3, 1.4)
     outputs = (Output("MODEL"),)
 
     def run(self, model, b1, b2, s1, s2):

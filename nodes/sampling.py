@@ -13,7 +13,7 @@ from nodegraph import Combo, Float, Input, Int, Node, NodeInputError, Output, Pr
 
 from .sd import memory_limits
 from .sd.concat_inputs import concat_inputs
-from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
+from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, SamplerError
 from .sd.sampling.ksampler import sample
 from .sd.sampling.model_sampling import ModelSampling, process_latent_out
 from .sd.device import cpu_threads
@@ -80,12 +80,15 @@ def run_sampler(model, latent: dict, *, seed: int, steps: int, cfg: float, sampl
     check_latent(model, samples)
     progress = StepProgress(steps)
     with running_model(model, samples, latent.get("noise_mask"), positive) as model_fn:
-        out = sample(model_fn, model_sampling_of(model), samples.to(model.load_device), seed=seed, steps=steps,
-                     cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, positive=positive, negative=negative,
-                     denoise=denoise, noise_mask=latent.get("noise_mask"), disable_noise=disable_noise,
-                     start_step=start_step, last_step=last_step, force_full_denoise=force_full_denoise,
-                     batch_index=latent.get("batch_index"), callback=progress, cancel=check_cancelled,
-                     options=model.options)
+        try:
+            out = sample(model_fn, model_sampling_of(model), samples.to(model.load_device), seed=seed, steps=steps,
+                         cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, positive=positive,
+                         negative=negative, denoise=denoise, noise_mask=latent.get("noise_mask"),
+                         disable_noise=disable_noise, start_step=start_step, last_step=last_step,
+                         force_full_denoise=force_full_denoise, batch_index=latent.get("batch_index"),
+                         callback=progress, cancel=check_cancelled, options=model.options)
+        except SamplerError as exc:
+            raise NodeInputError("sampler_name", f"{sampler_name} cannot run here: {exc}") from None
     return {**latent, "samples": out.cpu()}
 
 

@@ -42,6 +42,21 @@ def assemble_checkpoint(work: Path, out: Path) -> dict:
     return sd
 
 
+def unpack_shipped_checkpoint(work: Path, source: Path | None = None) -> None:
+    """The inverse of assemble_checkpoint: the shipped checkpoint's UNet, VAE and text encoder as the
+    work folder's unet / vae / text.safetensors (float32 of the fp16 files), unless they are there.
+    A LoRA or ControlNet trained on them is trained on exactly the base that ships."""
+    work.mkdir(parents=True, exist_ok=True)
+    names = {UNET_PREFIX: "unet", VAE_PREFIX: "vae", CLIP_PREFIX: "text"}
+    if all((work / f"{n}.safetensors").exists() for n in names.values()):
+        return
+    sd = load_file(str(source or DEMO_DIR / CHECKPOINT_NAME))
+    for prefix, name in names.items():
+        part = {k[len(prefix):]: (v.float() if v.is_floating_point() else v).contiguous()
+                for k, v in sd.items() if k.startswith(prefix)}
+        save_file(part, str(work / f"{name}.safetensors"))
+
+
 def judge_shipped(n: int = 60, seed: int = 0) -> dict:
     """The tests' judgements, through the real loaders, on the files in nodes/sd/demo."""
     from tests.demo import harness

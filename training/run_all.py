@@ -23,6 +23,8 @@ PRESETS: dict[str, dict[str, list[str]]] = {
                        "--ema", "0.999", "--eval-every", "2000", "--eval-prompts", "60"],
         "train_lora": ["--steps", "1500", "--batch", "128", "--images", "10000"],
         "train_controlnet": ["--steps", "5000", "--batch", "128", "--images", "20000"],
+        "train_depth": ["--steps", "3000", "--batch", "128", "--images", "20000"],
+        "train_controlnet --hint depth": ["--steps", "5000", "--batch", "128", "--images", "20000"],
     },
 }
 

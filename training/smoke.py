@@ -17,7 +17,13 @@ from training.run_all import PRESETS
 SMALL = {"train_vae": {"--pool": "3000", "--eval-images": "64"},
          "train_unet": {"--images": "2000", "--eval-prompts": "6", "--eval-every": "100000"},
          "train_lora": {"--images": "1000", "--eval-prompts": "6"},
-         "train_controlnet": {"--images": "1000", "--eval-prompts": "6"}}
+         "train_controlnet": {"--images": "1000", "--eval-prompts": "6"},
+         "train_depth": {"--images": "500"}}
+# (label, module, extra arguments, log file stem); the depth pair trains on the shipped checkpoint
+STAGES = [(m, m, {}, m.removeprefix("train_")) for m in ("train_vae", "train_unet", "train_lora", "train_controlnet")]
+STAGES += [("train_depth", "train_depth", {}, "depth"),
+           ("train_controlnet --hint depth", "train_controlnet",
+            {"--hint": "depth", "--base": "shipped", "--images": "500"}, "controlnet_depth")]
 
 
 def per_step_seconds(log: Path) -> float | None:
@@ -38,16 +44,18 @@ def main(argv=None) -> None:
     import importlib
 
     report = {}
-    with tempfile.TemporaryDirectory() as work:
-        for stage in ("train_vae", "train_unet", "train_lora", "train_controlnet"):
-            preset = PRESETS[args.preset].get(stage, [])
+    with tempfile.TemporaryDirectory() as work, tempfile.TemporaryDirectory() as depth_work:
+        for label, stage, extra, log_name in STAGES:
+            preset = PRESETS[args.preset].get(label, [])
             kv = dict(zip(preset[::2], preset[1::2]))
             kv.update(SMALL[stage])
-            kv.update({"--steps": str(args.steps), "--work": work, "--device": args.device})
+            kv.update(extra)
+            folder = depth_work if "depth" in label else work  # the depth pair starts from the shipped model
+            kv.update({"--steps": str(args.steps), "--work": folder, "--device": args.device})
             t = time.time()
             importlib.import_module(f"training.{stage}").main([x for kv_ in kv.items() for x in kv_])
-            log = Path(work) / f"{stage.removeprefix('train_')}_log.jsonl"
-            report[stage] = {"wall_s": round(time.time() - t, 1), "s_per_step": per_step_seconds(log),
+            log = Path(folder) / f"{log_name}_log.jsonl"
+            report[label] = {"wall_s": round(time.time() - t, 1), "s_per_step": per_step_seconds(log),
                              "batch": kv.get("--batch", "default")}
     print(json.dumps(report, indent=1))
     if args.report:

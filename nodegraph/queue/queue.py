@@ -243,11 +243,12 @@ class PromptQueue:
         return self._heap[0][2] if self._heap else None
 
     def _mark_running(self, prompt_id: str) -> QueueItem:
-        item = self._pending.pop(prompt_id)
+        item = self._pending[prompt_id]
         item.started = time.time() * 1000
         with self._db:
             self._db.execute("UPDATE queue SET state='running' WHERE prompt_id=?", (prompt_id,))
         self._running[prompt_id] = item
+        del self._pending[prompt_id]
         return item
 
     # -- for a dispatcher that chooses among pending prompts (several workers) ------------------
@@ -337,18 +338,22 @@ class PromptQueue:
             return list(self._running.values()), sorted(self._pending.values(), key=QueueItem.sort_key)
 
     def remaining(self) -> int:
-        """Pending + running: ComfyUI's `queue_remaining`."""
-        return len(self._pending) + len(self._running)
+        """Pending + running: ComfyUI's `queue_remaining`. Under the lock: a prompt moving from pending
+        to running must never read as 0 (clients take 0 for "my prompt is done")."""
+        with self._cond:
+            return len(self._pending) + len(self._running)
 
     def is_queued(self, prompt_id: str) -> bool:
-        return prompt_id in self._pending or prompt_id in self._running
+        with self._cond:
+            return prompt_id in self._pending or prompt_id in self._running
 
     def status(self, prompt_id: str) -> str | None:
-        if prompt_id in self._running:
-            return "running"
-        if prompt_id in self._pending:
-            return "pending"
-        return None
+        with self._cond:
+            if prompt_id in self._running:
+                return "running"
+            if prompt_id in self._pending:
+                return "pending"
+            return None
 
     # -- history --------------------------------------------------------------------------------
 

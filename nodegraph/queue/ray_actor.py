@@ -36,7 +36,7 @@ from ..registry import NodeRegistry
 from ..validation import validate_prompt
 from .backend import build_registry
 from .relay import encode_jpeg
-from .shipping import collect, file_refs, ref_of, remove_scratch
+from .shipping import FileRef, collect, file_refs, read_chunk, ref_of, remove_scratch
 from .worker import free_resources, set_preview_method
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ def worker_folders(spec: dict[str, Any] | None, scratch: Path) -> folder_paths.F
     base = spec.get("base") or os.environ.get("NODEGRAPH_HOME", ".")
     return folder_paths.Folders(Path(base), models=[Path(m) for m in spec.get("models", [])],
                                 input=spec.get("input"), user=spec.get("user"),
-                                output=scratch / "output", temp=scratch / "temp")
+                                output=scratch / "output", temp=scratch / "temp",
+                                extra=spec.get("extra") or {}, extra_first=spec.get("extra_first") or {})
 
 
 def config_digest(config: dict[str, Any]) -> str:
@@ -175,6 +176,10 @@ class WorkerActor:
 
     def cache_stats(self) -> dict[str, Any]:
         return self.executor.cache.stats()
+
+    def read_chunk(self, ref: FileRef, offset: int, length: int) -> bytes:
+        """Part of a large output file the server is pulling (a saved checkpoint)."""
+        return read_chunk(tuple(ref), offset, length, self.layout)  # type: ignore[arg-type]
 
     def refuse(self, reason: str) -> None:
         """The server will not use this worker (another nodegraph version or node library)."""

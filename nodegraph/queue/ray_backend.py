@@ -38,6 +38,7 @@ MAINTAIN_EVERY = 1.0  # seconds between looks for joined, lost and restarted wor
 DEFER_RECHECK = 0.05  # seconds before reconsidering prompts that wait for a busy, warm worker
 PROBE_POLL = 0.05  # seconds between looks at outstanding describe() calls
 CALL_TIMEOUT = 10.0  # seconds for a worker to answer free / cache_stats
+PULL_TIMEOUT = 300.0  # seconds for one chunk of a large output file
 
 
 @dataclass(eq=False)
@@ -48,15 +49,14 @@ class Slot:
     owned: bool  # made by this server (killed when it stops, unless keep_workers)
     state: str = "starting"  # starting | draining | ready | busy | lost | refused
     info: dict[str, Any] = field(default_factory=dict)  # its describe()
-    view: WorkerView = field(default=None)  # type: ignore[assignment]
     probe: Any = None  # a pending describe() call
     item: QueueItem | None = None
     confirm: list[tuple[str, ...]] = field(default_factory=list)  # stored files to confirm with the next run
     lost_since: float = 0.0
+    view: WorkerView = field(init=False)  # what the dispatcher knows of it
 
     def __post_init__(self) -> None:
-        if self.view is None:
-            self.view = WorkerView(self.name)
+        self.view = WorkerView(self.name)
 
 
 class RayBackend:
@@ -95,7 +95,7 @@ class RayBackend:
         return {"owner": "server", "registry_factory": self.options.registry_factory,
                 "registry_kwargs": self.options.registry_kwargs, "cache_budget": self.options.cache_budget,
                 "folders": {"base": str(layout.base), "models": [str(m) for m in layout.models],
-                            "input": str(layout.input), "user": str(layout.user)},
+                            "input": str(layout.input), "user": str(layout.user), **layout.extra_folders_spec()},
                 "prepare_models": self.options.registry_factory.startswith("nodegraph.registry:")}
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -105,13 +105,15 @@ class RayBackend:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Dispatch nothing more, interrupt what runs (recorded as interrupted, as locally), then kill
+        the workers this server made unless `keep_workers`."""
         self._stop.set()
-        self.interrupt()
         self.queue.wake()
         with self._lock:
             self._lock.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.interrupt()
         for thread in list(self._runs):
             thread.join(timeout)
         if not self.options.keep_workers:
@@ -404,9 +406,13 @@ class RayBackend:
         if not files:
             return data
         node = data["node"]
+
+        def fetch(ref: tuple[str, str, str], offset: int, length: int) -> bytes:
+            return ray.get(slot.handle.read_chunk.remote(ref, offset, length), timeout=PULL_TIMEOUT)
+
         try:
-            stored = self.placer.place(files)
-        except (OSError, UnsafePathError) as exc:  # a disk full here, or a worker naming a path outside
+            stored = self.placer.place(files, fetch)
+        except (OSError, UnsafePathError, *self._lost) as exc:  # a full disk, a path outside, a lost worker
             log.error("prompt %s: files of node %s from worker %s not stored: %s", item.prompt_id, node, slot.name, exc)
             return data
         placed.setdefault(node, {}).update(stored)

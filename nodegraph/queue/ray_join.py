@@ -37,7 +37,7 @@ def run_workers(options: RayOptions, layout: Folders, count: int | None) -> int:
     config = {"owner": "joined", "registry_factory": options.registry_factory,
               "registry_kwargs": options.registry_kwargs, "cache_budget": options.cache_budget,
               "folders": {"base": str(layout.base), "models": [str(m) for m in layout.models],
-                          "input": str(layout.input), "user": str(layout.user)},
+                          "input": str(layout.input), "user": str(layout.user), **layout.extra_folders_spec()},
               "prepare_models": options.registry_factory.startswith("nodegraph.registry:")}
     stem = f"{ray_runtime.WORKER_PREFIX}{socket.gethostname()}-{os.getpid()}"
     handles = {f"{stem}-{i}": ray_runtime.make_worker(f"{stem}-{i}", config, options, gpus=per_worker, node_id=node_id)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from .. import folders as folder_paths
+from .. import resources
 from ..cache import OutputCache
 from ..errors import NodegraphError
 from ..executor import Executor
@@ -30,7 +31,6 @@ from .middleware import cache_headers, errors_as_json, is_loopback_host, securit
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
-DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
 
 
 @dataclass
@@ -82,7 +82,7 @@ def create_app(layout: folder_paths.Folders, registry: NodeRegistry, *, cache: O
         except BaseException:
             queue.close()
             raise
-    root = web_root if web_root is not None else (DEFAULT_WEB_ROOT if (DEFAULT_WEB_ROOT / "index.html").exists() else None)
+    root = web_root if web_root is not None else resources.web_root()  # the package's, else the checkout's
     state = ServerState(layout, registry, queue, runner, hub, max_upload_size, auth_token, root,
                         started=time.time())
     for prompt_id, action in queue.recovered:

@@ -1,5 +1,6 @@
-"""Nodes, models and the system: `/object_info`, `/models`, `/embeddings`, `/extensions`,
-`/system_stats`, `/features`, `/internal/logs`, and the editor's static files at `/`.
+"""Nodes, models and the system: `/object_info`, `/models` (and `/experiment/models/{folder}` with
+sizes), `/embeddings`, `/extensions`, `/system_stats`, `/features`, `/internal/logs`, the example
+workflows as `/workflow_templates`, and the editor's static files at `/`.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .. import __version__
+from .. import __version__, resources
 from ..folders import MODEL_FOLDERS, UnsafePathError, safe_join
 from .middleware import BadRequest
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from .app import RouteList, ServerState
 
 COMFYUI_VERSION = "0.3.64"  # the ComfyUI API version this server follows
+TEMPLATE_MODULE = "nodegraph"  # the shipped examples, as a custom node's templates would be listed
 
 _NO_EDITOR = """<!doctype html><meta charset="utf-8"><title>nodegraph</title>
 <h1>nodegraph server</h1><p>The API is up (ComfyUI-compatible, under <code>/</code> and <code>/api/</code>).
@@ -161,7 +163,39 @@ def routes(state: "ServerState") -> "RouteList":
         return web.Response(status=200)
 
     async def workflow_templates(request: web.Request) -> web.Response:
-        return web.json_response({})
+        # ComfyUI's shape, {module: [template names]}: the shipped example workflows.
+        return web.json_response({TEMPLATE_MODULE: resources.example_names()})
+
+    async def workflow_template(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if request.match_info["module"] != TEMPLATE_MODULE or not name.endswith(".json"):
+            raise BadRequest("no such workflow template", status=404, type="not_found")
+        try:
+            path = resources.example_path(name)
+        except FileNotFoundError as exc:
+            raise BadRequest(str(exc), status=404, type="not_found") from None
+        return web.FileResponse(path, headers={"Content-Type": "application/json"})
+
+    def model_file_info(folder: str) -> list[dict[str, Any]]:
+        dirs = layout.model_dirs(folder)
+        found = []
+        for name in layout.list_models(folder):
+            try:
+                path = layout.model_path(folder, name)
+                st = path.stat()
+            except (FileNotFoundError, OSError):
+                continue
+            index = next((i for i, d in enumerate(dirs) if path.is_relative_to(d)), None)
+            found.append({"name": name, "pathIndex": index, "modified": st.st_mtime, "created": st.st_ctime,
+                          "size": st.st_size})
+        return found
+
+    async def models_info(request: web.Request) -> web.Response:
+        # ComfyUI's /experiment/models/{folder}: the files with their sizes and dates.
+        folder = request.match_info["folder"]
+        if folder not in MODEL_FOLDERS:
+            raise BadRequest(f"unknown model folder {folder[:40]!r}", status=404, type="not_found")
+        return web.json_response(await asyncio.get_running_loop().run_in_executor(None, model_file_info, folder))
 
     return [
         ("GET", "/object_info", object_info), ("GET", "/object_info/{node_class}", object_info_one),
@@ -171,6 +205,8 @@ def routes(state: "ServerState") -> "RouteList":
         ("GET", "/internal/logs", logs), ("GET", "/internal/logs/raw", logs_raw),
         ("PATCH", "/internal/logs/subscribe", logs_subscribe),
         ("GET", "/workflow_templates", workflow_templates),
+        ("GET", "/workflow_templates/{module}/{name}", workflow_template),
+        ("GET", "/experiment/models/{folder}", models_info),
     ]
 
 

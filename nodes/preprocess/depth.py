@@ -89,6 +89,9 @@ def find_depth_model(name: str, folders: Any = None) -> Path:
         path = safe_join(root, name, allow_links_out=True)
         if path.is_dir():
             return path
+    embedded = layout.embedded_path("depth", name)  # a model shipped with the code (nodes.default_model)
+    if embedded is not None:
+        return embedded
     raise MissingDepthModelError(
         f"depth model folder '{name}' not found; {FOLDER_HINT.replace('<name>', name)} "
         f"(searched: {', '.join(str(r) for r in roots)})", folder=roots[0] / name if roots else None)

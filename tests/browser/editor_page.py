@@ -71,6 +71,20 @@ class EditorPage:
         n = self.node(node_id)
         return self.to_client([n["pos"][0] + 60, n["pos"][1] - 15])
 
+    def body_pos(self, node_id) -> tuple[float, float]:
+        """A point inside a node that is neither a slot nor a widget (a double-click there opens a
+        subgraph, a drag there moves the node)."""
+        x, y = self.js("""id => {
+            const e = nodegraph.editor, n = e.nodeById(id);
+            const slots = [...n.inputs.map((_, i) => n.getInputPos(i)), ...n.outputs.map((_, i) => n.getOutputPos(i))];
+            const clear = (x, y) => !n.getSlotOnPos([x, y]) && !n.getWidgetOnPos(x, y, true) && !n.findResizeDirection?.(x, y)
+              && slots.every(([sx, sy]) => Math.abs(x - sx) > 22 || Math.abs(y - sy) > 14);
+            for (let y = n.pos[1] + n.size[1] - 8; y > n.pos[1] + 4; y -= 4)
+              for (let x = n.pos[0] + n.size[0] - 12; x > n.pos[0] + 12; x -= 6)
+                if (clear(x, y)) return [x, y];
+            return [n.pos[0] + n.size[0] / 2, n.pos[1] + n.size[1] / 2]; }""", node_id)
+        return self.to_client([x, y])
+
     def slot_pos(self, node_id, kind: str, index: int) -> tuple[float, float]:
         x, y = self.js("([id, kind, i]) => nodegraph.editor.slotClient(nodegraph.editor.nodeById(id), kind, i)",
                        [node_id, kind, index])
@@ -90,18 +104,21 @@ class EditorPage:
         gx = x + 8 if fx == 0 else x + w - 8 if fx == 1 else x + w * fx
         return self.to_client([gx, y + h / 2])
 
-    def empty_spot(self) -> tuple[float, float]:
-        """A point of the canvas with no node, in client pixels."""
-        return self.js("""(() => {
-            const c = document.querySelector('#graph').getBoundingClientRect();
+    def empty_spot(self, width: float = 0, height: float = 0) -> tuple[float, float]:
+        """A point of the canvas with no node, in client pixels; with a size (graph units), the
+        top-left corner of a free area that big, fully on screen (where a new node can go)."""
+        return self.js("""([w, h]) => {
+            const e = nodegraph.editor, c = document.querySelector('#graph').getBoundingClientRect();
             for (let y = c.top + 30; y < c.bottom - 30; y += 40)
-              for (let x = c.left + 30; x < c.right - 30; x += 40)
-                if (!nodegraph.editor.nodeAt(x, y)) {
-                  const [gx, gy] = nodegraph.editor.toGraph([x, y]);
-                  if (!nodegraph.editor.nodes.some(n => gx > n.pos[0] - 40 && gx < n.pos[0] + n.size[0] + 40 &&
-                      gy > n.pos[1] - 70 && gy < n.pos[1] + n.size[1] + 40)) return [x, y];
-                }
-            return [c.left + 20, c.bottom - 20]; })()""")
+              for (let x = c.left + 30; x < c.right - 30; x += 40) {
+                if (e.nodeAt(x, y) || document.elementFromPoint(x, y)?.id !== 'graph') continue;
+                const [gx, gy] = e.toGraph([x, y]);
+                const [rx, ry] = e.toClient([gx + w, gy + h]);
+                if (rx > c.right - 10 || ry > c.bottom - 10 || document.elementFromPoint(rx, ry)?.id !== 'graph') continue;
+                if (!e.nodes.some(n => gx + w > n.pos[0] - 40 && gx < n.pos[0] + n.size[0] + 40 &&
+                    gy + h > n.pos[1] - 70 && gy < n.pos[1] + n.size[1] + 40)) return [x, y];
+              }
+            return [c.left + 20, c.bottom - 20]; }""", [width, height])
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -115,6 +132,27 @@ class EditorPage:
     def connect(self, from_id, output: str, to_id, input_: str) -> None:
         self.drag(self.slot_pos(from_id, "output", self.slot_index(from_id, "output", output)),
                   self.slot_pos(to_id, "input", self.slot_index(to_id, "input", input_)))
+
+    def connect_to_widget(self, from_id, output: str, to_id, widget: str) -> None:
+        """Drag from an output and drop the link on a widget (ComfyUI's widget-to-input)."""
+        self.drag(self.slot_pos(from_id, "output", self.slot_index(from_id, "output", output)),
+                  self.widget_pos(to_id, widget))
+
+    def detach_input(self, node_id, name: str) -> None:
+        """Drag a link off an input and drop it on empty canvas (it is removed), then close the
+        connection menu the drop opens."""
+        self.drag(self.slot_pos(node_id, "input", self.slot_index(node_id, "input", name)), self.empty_spot())
+        self.page.keyboard.press("Escape")
+        self.page.mouse.click(*self.empty_spot())
+
+    def widget_value(self, node_id, name: str):
+        return self.js("([id, n]) => nodegraph.editor.nodeById(id).widgets.find(w => w.name === n)?.value", [node_id, name])
+
+    def sent_prompt(self, action) -> dict:
+        """Do `action` (which queues) and return the body POSTed to /prompt."""
+        with self.page.expect_request(lambda r: r.url.endswith("/prompt") and r.method == "POST") as request:
+            action()
+        return request.value.post_data_json
 
     def add_node_by_search(self, query: str, at) -> int:
         """Double-click the canvas at `at`, type `query`, press Enter; returns the new node's id."""
@@ -149,6 +187,20 @@ class EditorPage:
         self.page.keyboard.press("Control+A")
         self.page.keyboard.type(text)
         self.page.keyboard.press("Escape")
+
+    def pixel(self, at) -> list[int]:
+        """The RGB of the canvas at a client position (after drawing a frame)."""
+        return self.js("""([x, y]) => {
+            nodegraph.editor.drawNow();
+            const c = document.querySelector('#graph'), r = c.getBoundingClientRect(), k = c.width / r.width;
+            return [...c.getContext('2d').getImageData((x - r.left) * k, (y - r.top) * k, 1, 1).data].slice(0, 3); }""", list(at))
+
+    def undo_depth(self) -> int:
+        return self.js("nodegraph.undo.undoStack.length")
+
+    def wait_checkpoint(self, depth: int) -> None:
+        """Wait until the edit just made is recorded for undo (edits are recorded after 150 ms)."""
+        self.page.wait_for_function("n => nodegraph.undo.undoStack.length >= n", arg=depth)
 
     def wait_event(self, type_: str, since: int = 0, timeout: float = 60) -> dict:
         """Wait for a websocket message of this page (index >= since)."""

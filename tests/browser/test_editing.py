@@ -8,7 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 from PIL import Image, PngImagePlugin
 
 from nodegraph.workflow.ui_format import ui_to_api
@@ -88,25 +87,24 @@ def test_save_reload_gives_the_same_graph(editor):
 
     # download = the same graph in ComfyUI's UI format
     with page.expect_download() as info:
-        page.click("#btn-save")
+        page.click("#btn-download")
     saved = json.loads(Path(info.value.path()).read_text())
     assert saved["version"] == 0.4 and comparable(saved) == edited
 
-    # named on the server, then opened again from the list
-    page.click("#btn-workflows")
-    page.fill("#workflows-dialog input[name=name]", "my txt2img")
-    page.click("#workflows-dialog button[type=submit]")
-    page.wait_for_selector("#workflows-dialog li[data-name='my txt2img.json']")
+    # named on the server (Ctrl+S asks for a name the first time), then opened again from the list
+    page.keyboard.press("Control+s")
+    page.fill(".ng-modal input", "my txt2img")
+    page.keyboard.press("Enter")
     on_disk = editor.server.layout.user / "default" / "workflows" / "my txt2img.json"
+    page.wait_for_function("nodegraph.tabs.current.name === 'my txt2img.json'")
     assert comparable(json.loads(on_disk.read_text())) == edited
-    page.click("#workflows-dialog .close")
     page.click("#btn-new")
     assert editor.nodes() == []
     page.click("#btn-workflows")
-    page.click("#workflows-dialog li[data-name='my txt2img.json'] .open")
+    page.click("#panel-workflows [data-section='on the server'] li[data-name='my txt2img.json'] .open")
     page.wait_for_function("nodegraph.editor.nodes.length === 7")
     assert comparable(editor.workflow()) == edited
-    assert page.inner_text("#workflow-name") == "my txt2img"
+    assert page.inner_text("#tabs .tab.active .title") == "my txt2img"
     save_doc_screenshot(page, "workflows-on-server")
 
 
@@ -183,13 +181,18 @@ def test_api_format_json_opens_laid_out(editor, sd_server, tmp_path):
     save_doc_screenshot(editor.page, "api-json-laid-out")
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.json")))
-def test_the_page_builds_the_same_prompt_as_the_server(editor, sd_server, name):
-    workflow = json.loads((WORKFLOWS / name).read_text())
-    # exercise the frontend-only rules too: a muted node, a bypassed node, a Reroute
-    expected = strip_meta(ui_to_api(workflow, sd_server.state.registry))
-    got = strip_meta(editor.js("w => nodegraph.__convert(w)", workflow))
-    assert got == expected
+LEGACY_UI = Path(__file__).resolve().parents[1] / "nodes" / "data" / "legacy_ui"
+
+
+def test_the_page_builds_the_same_prompt_as_the_server(editor, sd_server):
+    """Every example workflow and the ComfyUI files of 2023 (legacy widget values) convert alike."""
+    different = []
+    for path in sorted(WORKFLOWS.glob("*.json")) + sorted(LEGACY_UI.glob("*.json")):
+        workflow = json.loads(path.read_text())
+        expected = strip_meta(ui_to_api(workflow, sd_server.state.registry))
+        if strip_meta(editor.js("w => nodegraph.__convert(w)", workflow)) != expected:
+            different.append(path.name)
+    assert not different
 
 
 def test_muted_bypassed_reroute_and_primitive_convert_as_on_the_server(editor, sd_server):
@@ -244,8 +247,11 @@ def test_upload_an_image_into_load_image(editor, sd_server, tmp_path):
 
 
 def test_model_lists_refresh_from_the_server(editor, sd_server, clean_models):
+    from nodes.default_model import DEFAULT_CHECKPOINT
+
     checkpoints = sd_server.layout.model_dirs("checkpoints")[0]
-    source = next(checkpoints.glob("*.safetensors"))
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    source = sd_server.layout.model_path("checkpoints", DEFAULT_CHECKPOINT)  # offered from the package
     added = checkpoints / "another-model.safetensors"
     shutil.copyfile(source, added)
     clean_models.append(added)

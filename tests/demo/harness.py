@@ -20,6 +20,8 @@ DEMO_DIR = Path(os.environ.get("NODEGRAPH_DEMO_DIR") or Path(__file__).resolve()
 CHECKPOINT = DEMO_DIR / "nodegraph-demo.safetensors"
 LORA = DEMO_DIR / "nodegraph-demo-lora.safetensors"
 CONTROLNET = DEMO_DIR / "nodegraph-demo-controlnet.safetensors"
+DEPTH_CONTROLNET = DEMO_DIR / "nodegraph-demo-depth-controlnet.safetensors"
+DEPTH_MODEL = DEMO_DIR / "nodegraph-demo-depth"  # a transformers DPT folder, as models/depth/<name>/
 CANNY_LOW, CANNY_HIGH = 0.05, 0.1  # the thresholds the ControlNet was trained with (training/common.py)
 
 # The settings of the judged generations: few steps of a fast sampler at 64×64 (see the model card).
@@ -93,3 +95,18 @@ def controlnet(edges: torch.Tensor, strength: float = 1.0, path: Path = CONTROLN
 
     net = load_controlnet(path, device="cpu")
     return net.set_cond_hint(edges.movedim(-1, 1), strength)
+
+
+def depth(images: np.ndarray, folder: Path = DEPTH_MODEL) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> the DepthEstimation node's output with the demo depth estimator: float
+    (N, H, W, 3), near = bright, each map normalised to 0..1."""
+    from nodes.preprocess.depth import estimate_depth, load_depth_model
+
+    return estimate_depth(load_depth_model(folder, device="cpu"), torch.from_numpy(images).float() / 255.0)
+
+
+def depth_region(depth_map) -> np.ndarray:
+    """The near region (> 0.5) of one normalised depth map (H, W, 3): the shape the depth ControlNet is
+    asked to draw."""
+    d = np.asarray(depth_map.detach().cpu().numpy() if hasattr(depth_map, "detach") else depth_map)
+    return d[..., 0] > 0.5

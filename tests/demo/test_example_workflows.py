@@ -68,6 +68,20 @@ def test_the_controlnet_example_puts_the_shape_where_the_example_image_has_one(s
     assert iou(verdict.mask, target) >= 0.7
 
 
+@pytest.mark.skipif(not (WORKFLOWS / "controlnet_depth.json").exists(), reason="no demo depth pair ships")
+def test_the_depth_example_puts_the_shape_where_the_depth_map_is_near(setup):
+    """controlnet_depth.json: the demo depth estimator's map of input/example.png (a square at the top left)
+    steers the demo depth ControlNet; the prompt names no position."""
+    layout, _ = setup
+    with Image.open(layout.input / "example.png") as png:
+        example = np.array(png.convert("RGB"))
+    target = harness.depth_region(harness.depth(example[None])[0])
+    assert 0.05 < target.mean() < 0.3, target.mean()  # the square, not the whole image
+    verdict = judge(draw(setup, "controlnet_depth.json"))
+    assert verdict.colour == "purple" and verdict.shape == "square", verdict
+    assert iou(verdict.mask, target) >= 0.7
+
+
 def test_the_latent_upscale_example_keeps_its_subject_at_twice_the_size(setup):
     image = draw(setup, "latent_upscale.json")
     assert image.shape == (128, 128, 3)

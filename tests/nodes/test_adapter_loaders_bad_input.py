@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from nodegraph import Executor, OutputCache, validate_prompt
-from nodes.default_model import TINY_CHECKPOINT
+from tests.tiny_models import TINY_CHECKPOINT
 from nodes.sd.tiny import make_tiny_checkpoint
 
 from .test_bad_input import assert_blames

@@ -28,7 +28,9 @@ def assert_blames(result, node_id, node_type, input_name, *fragments):
 
 def test_truncated_checkpoint(layout, library):
     good = ensure_default_checkpoint(layout)
-    (good.parent / "cut.safetensors").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    folder = layout.models[0] / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cut.safetensors").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     result = run(loader("cut.safetensors"), library, ["1"])
     assert_blames(result, "1", "CheckpointLoaderSimple", "ckpt_name", "cut.safetensors")
 

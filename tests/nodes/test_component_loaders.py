@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nodegraph import Executor, OutputCache, validate_prompt
 from nodes.default_model import DEFAULT_CHECKPOINT, DEMO_DIR
+
+from .loader_checks import assert_blames, run_one
 
 DEMO = DEMO_DIR / DEFAULT_CHECKPOINT
 PROMPT = "a red circle on a white background, center"
@@ -39,19 +40,6 @@ def checkpoint(layout, library):
     (layout.models[0] / "checkpoints").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DEMO, layout.models[0] / "checkpoints" / DEFAULT_CHECKPOINT)
     return node(library, "CheckpointLoaderSimple", ckpt_name=DEFAULT_CHECKPOINT)
-
-
-def run_one(library, class_type, **inputs):
-    prompt = {"1": {"class_type": class_type, "inputs": inputs}}
-    return Executor(OutputCache(0)).execute(validate_prompt(prompt, library, targets=["1"]))
-
-
-def assert_blames(result, node_type, input_name, *fragments):
-    assert result.status == "error", result.status
-    error = result.error
-    assert (error.node_id, error.node_type, error.input_name) == ("1", node_type, input_name)
-    for fragment in fragments:
-        assert fragment in error.exception_message, error.exception_message
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module):

@@ -1,5 +1,6 @@
-"""End to end: the LoRA and ControlNet example workflows (demo models; the depth one on the tiny random
-stand-ins) run through the engine; changing a LoRA or ControlNet strength re-runs only what depends on it."""
+"""End to end: the LoRA and ControlNet example workflows (demo models) and the depth ControlNet wiring (on
+tiny random models made in a temporary folder) run through the engine; changing a LoRA or ControlNet
+strength re-runs only what depends on it."""
 import logging
 import shutil
 
@@ -8,25 +9,25 @@ import pytest
 from PIL import Image
 
 from nodegraph import Executor, OutputCache, folders
-from nodes.default_model import ensure_default_checkpoint, ensure_default_extras
+from nodegraph.workflow.document import document_from_json
+from nodes.default_model import ensure_default_checkpoint
+from tests.tiny_models import TINY_CHECKPOINT, TINY_CONTROLNET, TINY_DEPTH_MODEL, make_tiny_models
 
-from .test_workflows import pixels, prompt_of, run, saved_files
+from .test_workflows import STEPS, WORKFLOWS, pixels, prompt_of, run, saved_files
 
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    """The demo models and the tiny random checkpoint, ControlNet, LoRA and depth model, made once."""
-    base = tmp_path_factory.mktemp("tiny-models")
-    layout = folders.Folders(base)
-    ensure_default_checkpoint(layout)
-    made = ensure_default_extras(layout)
-    assert set(made) == {"checkpoint", "controlnet", "loras", "depth"}
-    return layout.models[0]
+    """The tiny random checkpoint, ControlNet, LoRA and depth model, made once in a temporary folder."""
+    models = tmp_path_factory.mktemp("tiny-models") / "models"
+    assert set(make_tiny_models(models)) == {"checkpoint", "controlnet", "loras", "depth"}
+    return models
 
 
 @pytest.fixture
 def sd_layout(layout, tiny_models):
     shutil.copytree(tiny_models, layout.models[0], dirs_exist_ok=True)
+    ensure_default_checkpoint(layout)  # the demo models, offered from the package
     rgb = np.full((64, 64, 3), 255, dtype=np.uint8)
     rgb[16:48, 16:48] = 0  # a black square: strong edges for Canny, a depth step for the depth model
     Image.fromarray(rgb, "RGB").save(layout.input / "example.png")
@@ -44,11 +45,26 @@ def set_input(prompt, class_type, **values):
     return prompt
 
 
-@pytest.mark.parametrize("name", ["lora.json", "controlnet_canny.json", "controlnet_depth.json", "demo_lora.json",
-                                  "demo_controlnet.json"])
+def tiny_depth_prompt(library):
+    """The depth ControlNet wiring (DepthEstimation -> ControlNetApplyAdvanced) on the random models."""
+    from tools.build_workflows import _controlnet
+
+    ui = _controlnet("DepthEstimation", [TINY_DEPTH_MODEL, 0], "a red box on a table", "depth_wiring", [0.0, 0.8],
+                     checkpoint=TINY_CHECKPOINT, controlnet=TINY_CONTROLNET)
+    prompt = document_from_json(ui, "depth wiring").to_api(library)
+    for node in prompt.values():
+        if node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = STEPS
+    return prompt
+
+
+EXAMPLES = sorted(p.name for p in WORKFLOWS.glob("*.json") if "lora" in p.name or "controlnet" in p.name)
+
+
+@pytest.mark.parametrize("name", [*EXAMPLES, "tiny depth wiring"])
 def test_workflow_runs(sd_layout, library, name, caplog):
     with caplog.at_level(logging.WARNING):
-        result = run(prompt_of(name, library), library)
+        result = run(tiny_depth_prompt(library) if name == "tiny depth wiring" else prompt_of(name, library), library)
     assert "black" not in caplog.text and "no edges" not in caplog.text, "the hint is not empty"
     files = saved_files(result, sd_layout)
     assert len(files) == 1 and files[0].exists()

@@ -187,6 +187,7 @@ def sigmas_of(result):
 
 class FakeModel:
     """A MODEL stand-in for nodes that only read its noise schedule."""
+    model_sampling = ModelSamplingEPS()
 
 
 def test_split_flip_set_first_and_extend(library):

@@ -11,6 +11,8 @@ from safetensors.torch import load_file, save_file
 from nodegraph import Executor, OutputCache, validate_prompt
 from nodes.default_model import DEFAULT_CHECKPOINT, DEMO_DIR
 
+from .loader_checks import assert_blames, run_one
+
 DEMO = DEMO_DIR / DEFAULT_CHECKPOINT
 
 
@@ -26,19 +28,6 @@ def put(layout, folder, name, tensors):
     return path
 
 
-def run(library, class_type, executor=None, **inputs):
-    prompt = {"1": {"class_type": class_type, "inputs": inputs}}
-    return (executor or Executor(OutputCache(0))).execute(validate_prompt(prompt, library, targets=["1"]))
-
-
-def assert_blames(result, node_type, input_name, *fragments):
-    assert result.status == "error", result.status
-    error = result.error
-    assert (error.node_id, error.node_type, error.input_name) == ("1", node_type, input_name)
-    for fragment in fragments:
-        assert fragment in error.exception_message, error.exception_message
-
-
 def sdxl_like(demo_sd):
     """SD1 tensors plus the size embedding and second text encoder an SDXL file has."""
     sd = dict(demo_sd)
@@ -49,9 +38,9 @@ def sdxl_like(demo_sd):
 
 def test_an_sdxl_checkpoint_in_the_sd1_checkpoint_loaders(layout, library, demo_sd):
     put(layout, "checkpoints", "sdxl.safetensors", sdxl_like(demo_sd))
-    assert_blames(run(library, "CheckpointLoaderSimple", ckpt_name="sdxl.safetensors"),
+    assert_blames(run_one(library, "CheckpointLoaderSimple", ckpt_name="sdxl.safetensors"),
                   "CheckpointLoaderSimple", "ckpt_name", "sdxl.safetensors", "SDXL")
-    assert_blames(run(library, "CheckpointLoader", config_name="v1-inference.yaml", ckpt_name="sdxl.safetensors"),
+    assert_blames(run_one(library, "CheckpointLoader", config_name="v1-inference.yaml", ckpt_name="sdxl.safetensors"),
                   "CheckpointLoader", "ckpt_name", "sdxl.safetensors", "SDXL")
 
 
@@ -61,14 +50,14 @@ def test_an_upscale_model_in_the_checkpoint_loader_says_what_it_is(layout, libra
     from tests.nodes import upscale_files
     path = layout.models[0] / "checkpoints" / "4x.pth"
     upscale_files.write_esrgan_original(path, upscale_files.tiny_esrgan())
-    assert_blames(run(library, "CheckpointLoaderSimple", ckpt_name="4x.pth"),
+    assert_blames(run_one(library, "CheckpointLoaderSimple", ckpt_name="4x.pth"),
                   "CheckpointLoaderSimple", "ckpt_name", "4x.pth", "ESRGAN upscale model")
 
 
 def test_a_lora_in_the_vae_loader_says_lora(layout, library):
     from nodes.sd.tiny_extras import make_tiny_lora
     make_tiny_lora(layout.models[0] / "vae" / "style.safetensors")
-    assert_blames(run(library, "VAELoader", vae_name="style.safetensors"), "VAELoader", "vae_name",
+    assert_blames(run_one(library, "VAELoader", vae_name="style.safetensors"), "VAELoader", "vae_name",
                   "style.safetensors", "LoRA")
 
 
@@ -81,7 +70,7 @@ def test_a_lora_in_the_vae_loader_says_lora(layout, library):
 def test_truncated_component_files(layout, library, demo_sd, class_type, folder, input_name, extra):
     path = put(layout, folder, "cut.safetensors", demo_sd)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
-    assert_blames(run(library, class_type, **{input_name: "cut.safetensors"}, **extra),
+    assert_blames(run_one(library, class_type, **{input_name: "cut.safetensors"}, **extra),
                   class_type, input_name, "cut.safetensors", "truncated")
 
 
@@ -103,7 +92,7 @@ def test_pickle_payloads_run_nothing(layout, library, tmp_path, class_type, fold
     marker = tmp_path / f"pwned-{class_type}"
     (layout.models[0] / folder).mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": {"weight": _Exploit(marker)}}, layout.models[0] / folder / name)
-    assert_blames(run(library, class_type, **{input_name: name}, **extra), class_type, input_name, name,
+    assert_blames(run_one(library, class_type, **{input_name: name}, **extra), class_type, input_name, name,
                   "NOT unpickled")
     assert not marker.exists()
 

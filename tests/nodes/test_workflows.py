@@ -99,10 +99,9 @@ def test_cache_counts_loaded_models_once(sd_layout, library):
     after_loader = cache.stats()["used_bytes"]
     # the file is fp16; on the CPU the weights are held as fp16 (lean mode) or fp32: 2 or 4 bytes a value
     from safetensors import safe_open
-
     from nodes.sd.device import weight_mode
     per_value = 4 if weight_mode() == "fp32" else 2
-    with safe_open(sd_layout.models[0] / "checkpoints" / DEFAULT_CHECKPOINT, "pt") as f:
+    with safe_open(sd_layout.model_path("checkpoints", DEFAULT_CHECKPOINT), "pt") as f:
         file_bytes = per_value * sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys())
     assert 0.9 * file_bytes < after_loader < 1.2 * file_bytes, (after_loader, file_bytes)
     Executor(cache).execute(validate_prompt(prompt, library, targets=["2"]))  # a CLIP clone: same weights

@@ -101,6 +101,39 @@ def test_files_from_workers_never_overwrite_each_other(tmp_path):
     assert next_free_name(layout.output, "plain") == "plain (1)"
 
 
+def test_large_files_are_pulled_in_chunks(tmp_path, monkeypatch):
+    from nodegraph.queue import shipping
+    worker, server = Folders(tmp_path / "worker"), Folders(tmp_path / "server")
+    worker.ensure()
+    server.ensure()
+    monkeypatch.setattr(shipping, "INLINE_LIMIT", 1000)
+    data = bytes(range(256)) * 20  # 5120 bytes: six chunks
+    (worker.output / "sub").mkdir()
+    (worker.output / "sub" / "model_00001_.safetensors").write_bytes(data)
+    (worker.output / "small.txt").write_bytes(b"tiny")
+    ui = {"models": [{"filename": "model_00001_.safetensors", "subfolder": "sub", "type": "output"}],
+          "text": [{"filename": "small.txt", "subfolder": "", "type": "output"}]}
+    files = shipping.collect(ui, worker)
+    assert files == [("output", "sub", "model_00001_.safetensors", 5120), ("output", "", "small.txt", b"tiny")]
+    pulls = []
+
+    def fetch(ref, offset, length):
+        pulls.append(offset)
+        return shipping.read_chunk(ref, offset, length, worker)
+
+    placer = OutputPlacer(server)
+    placed = placer.place(files, fetch)
+    assert placed == {("output", "sub", "model_00001_.safetensors"): "model_00001_.safetensors",
+                      ("output", "", "small.txt"): "small.txt"}
+    assert (server.output / "sub" / "model_00001_.safetensors").read_bytes() == data
+    assert pulls == [0, 1000, 2000, 3000, 4000, 5000]
+    assert placer.place(files, fetch)[("output", "sub", "model_00001_.safetensors")] == "model_00001_.safetensors"
+    (worker.output / "sub" / "model_00001_.safetensors").write_bytes(data[::-1])  # another worker's file 1
+    assert placer.place(files, fetch)[("output", "sub", "model_00001_.safetensors")] == "model_00002_.safetensors"
+    assert (server.output / "sub" / "model_00002_.safetensors").read_bytes() == data[::-1]
+    assert not list((server.output / "sub").glob(".*.part"))
+
+
 def test_references_are_renamed_only_where_a_file_was_stored_under_another_name():
     ui = {"images": [{"filename": "a_00001_.png", "subfolder": "", "type": "output"},
                      {"filename": "b.png", "subfolder": "", "type": "output"}], "text": ["hello"]}

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from nodegraph import __version__
 from tests.server.live import LiveServer
 from tests.server.ray_support import kill_workers, ray_options, wait_workers_ready
 from tests.server.server_nodes import number_prompt, slow_prompt
@@ -135,7 +136,7 @@ def test_nodegraph_worker_joins_takes_work_and_leaves(ray_runtime, tmp_path):
         message = mismatched.stderr.read().decode()
         mismatched.stderr.close()
         assert "refused" in message and f"node library {server.state.backend.library}" in message, message
-        assert "nodegraph 0.1.0" in message
+        assert f"nodegraph {__version__}" in message
 
         _stop(joined)  # Ctrl-C / SIGTERM: its workers leave with it
         assert joined.returncode == 0

@@ -88,6 +88,29 @@ def test_history_and_files_have_the_local_backends_shape(two_workers, tmp_path):
     assert not list(server.layout.temp.glob("**/*.png"))  # outputs land in output/, nothing left behind
 
 
+def _inline_limit(limit):
+    def set_limit(actor):
+        from nodegraph.queue import shipping
+        previous, shipping.INLINE_LIMIT = shipping.INLINE_LIMIT, limit
+        return previous
+    return set_limit
+
+
+def test_a_large_output_file_is_pulled_from_the_worker_in_chunks(two_workers):
+    from PIL import Image
+
+    server = two_workers
+    previous = set(in_workers(server, _inline_limit(100)).values())  # every file counts as large now
+    try:
+        entry = server.wait_history(server.queue(png_prompt(3.0, size=64))["prompt_id"])
+    finally:
+        in_workers(server, _inline_limit(previous.pop()))
+    path = server.layout.output / entry["outputs"]["2"]["images"][0]["filename"]
+    assert path.stat().st_size > 100  # several chunks
+    with Image.open(path) as image:
+        assert image.size == (64, 64) and image.getpixel((5, 5)) == (111, 144, 128)
+
+
 def test_each_worker_loads_one_checkpoint_once(two_workers):
     """Two checkpoints, prompts alternating between them: each worker loads one of them, once."""
     server = two_workers

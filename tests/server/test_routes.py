@@ -223,6 +223,28 @@ def test_models_embeddings_extensions(server, prefix):
     assert isinstance(server.get(prefix + "/extensions").json(), list)
 
 
+def test_model_files_with_sizes(server):
+    loras = server.layout.models[0] / "loras"
+    (loras / "sub").mkdir(parents=True)
+    (loras / "a.safetensors").write_bytes(b"x" * 10)
+    (loras / "sub" / "b.pt").write_bytes(b"y" * 3)
+    files = {f["name"]: f for f in server.get("/api/experiment/models/loras").json()}
+    assert {n: f["size"] for n, f in files.items()} == {"a.safetensors": 10, "sub/b.pt": 3}
+    assert files["a.safetensors"]["pathIndex"] == 0 and files["a.safetensors"]["modified"] > 0
+    assert server.get("/experiment/models/nope").status_code == 404
+
+
+def test_example_workflows_are_templates(server):
+    from nodegraph import resources
+    listed = server.get("/api/workflow_templates").json()
+    assert listed == {"nodegraph": resources.example_names()} and "txt2img" in listed["nodegraph"]
+    workflow = server.get("/api/workflow_templates/nodegraph/txt2img.json").json()
+    assert workflow == json.loads(resources.example_path("txt2img").read_text())
+    for bad in ("nope.json", "..%2Fpyproject.toml", "txt2img"):
+        assert server.get(f"/api/workflow_templates/nodegraph/{bad}").status_code == 404
+    assert server.get("/api/workflow_templates/other/txt2img.json").status_code == 404
+
+
 def test_view_metadata(server):
     import struct
     folder = server.layout.models[0] / "loras"

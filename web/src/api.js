@@ -96,6 +96,33 @@ export class Api {
     return this.request(`/userdata/${encodeURIComponent(`workflows/${name}`)}`, { method: "DELETE" });
   }
 
+  /** POST /userdata/workflows%2F<from>/move/workflows%2F<to>; 409 if `to` exists. */
+  renameWorkflow(from, to) {
+    const path = (name) => encodeURIComponent(`workflows/${name}`);
+    return this.request(`/userdata/${path(from)}/move/${path(to)}?overwrite=false`, { method: "POST" });
+  }
+
+  /** The shipped example workflows: {module: [names]}, each at /workflow_templates/<module>/<name>.json. */
+  templates() { return this.request("/workflow_templates"); }
+  template(module, name) { return this.request(`/workflow_templates/${encodeURIComponent(module)}/${encodeURIComponent(`${name}.json`)}`); }
+
+  modelFolders() { return this.request("/models"); }
+  /** [{name, size, modified, pathIndex}] of a model folder. */
+  modelFiles(folder) { return this.request(`/experiment/models/${encodeURIComponent(folder)}`); }
+  modelMetadata(folder, filename) {
+    return this.request(`/view_metadata/${encodeURIComponent(folder)}?filename=${encodeURIComponent(filename)}`);
+  }
+
+  /** A painted mask: the server puts its alpha into the original image and stores the result. */
+  uploadMask(blob, { name, original, subfolder = "clipspace" }) {
+    const form = new FormData();
+    form.append("image", blob, name);
+    form.append("type", "input");
+    form.append("subfolder", subfolder);
+    form.append("original_ref", JSON.stringify(original));
+    return this.request("/upload/mask", { method: "POST", body: form });
+  }
+
   settings() { return this.request("/settings"); }
   setSetting(id, value) { return this.request(`/settings/${encodeURIComponent(id)}`, { method: "POST", json: value }); }
 }

@@ -9,11 +9,20 @@ import { UndoHistory } from "./history.js";
 import { catalogue, registerDefinitions } from "./nodes.js";
 import { openLightbox, Previews } from "./previews.js";
 import { QueuePanel } from "./queue_panel.js";
+import { pushAllPrimitives, restoreFrontendNodes } from "./primitive.js";
 import { NodeSearch, openCategoryMenu } from "./search.js";
+import { installShortcuts } from "./shortcuts.js";
 import { Socket } from "./socket.js";
+import { SubgraphUi } from "./subgraphs.js";
 import { toast } from "./toast.js";
 import { applySeedControls, closeTextEditor } from "./widgets.js";
-import { lastWorkflow, rememberWorkflow, WorkflowBrowser } from "./workflows.js";
+import { MaskEditor } from "./mask_editor.js";
+import { MODEL_DRAG_TYPE, ModelBrowser } from "./model_browser.js";
+import { NODE_DRAG_TYPE, NodeLibrary } from "./node_library.js";
+import { Settings } from "./settings.js";
+import { Sidebar } from "./sidebar.js";
+import { WorkflowTabs } from "./tabs.js";
+import { WorkflowFiles } from "./workflows.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -24,7 +33,6 @@ export class App {
     this.socket = new Socket();
     this.editor = new Editor($("#graph"));
     this.defs = {};
-    this.workflowName = null;
     this.runningPromptId = null;
     this.runningNode = null;
     this.lastPromptId = null;
@@ -32,17 +40,22 @@ export class App {
     this.errors = new ErrorDisplay(this.editor, $("#errors"));
     this.previews = new Previews(this.editor, this.api);
     this.undo = new UndoHistory(this.editor);
+    this.subgraphUi = new SubgraphUi({ editor: this.editor, breadcrumb: $("#breadcrumb"), notify: (m, k) => this.notify(m, k) });
     this.search = new NodeSearch({ catalogue: () => this.catalogue, addNode: (t, p, l) => this.addNode(t, p, l) });
     this.queuePanel = new QueuePanel({
       api: this.api, counter: $("#queue-counter"), panel: $("#queue-panel"),
-      onLoadWorkflow: (w) => this.loadWorkflow(w), onOpenImages: (urls, i) => openLightbox(urls, i),
+      onLoadWorkflow: (w) => this.openWorkflow(w, { title: "From the history" }), onOpenImages: (urls, i) => openLightbox(urls, i),
     });
-    this.workflows = new WorkflowBrowser({
-      api: this.api, dialog: $("#workflows-dialog"),
-      current: () => ({ workflow: this.editor.serialize(), name: this.workflowName }),
-      onOpen: (w, name) => this.loadWorkflow(w, { name }),
-      onSaved: (name) => this.setWorkflowName(name),
-      notify: (m, kind) => toast(m, { kind }),
+    this.maskEditor = new MaskEditor(this);
+    this.settings = new Settings(this, $("#settings-dialog"));
+    this.tabs = new WorkflowTabs(this, $("#tabs"));
+    this.workflows = new WorkflowFiles(this, $("#panel-workflows"));
+    this.library = new NodeLibrary(this, $("#panel-library"));
+    this.models = new ModelBrowser(this, $("#panel-models"));
+    this.sidebar = new Sidebar($("#sidebar"), {
+      library: { title: "Node library", element: $("#panel-library"), render: () => this.library.render() },
+      models: { title: "Models", element: $("#panel-models"), render: () => this.models.render() },
+      workflows: { title: "Workflows", element: $("#panel-workflows"), render: () => this.workflows.render() },
     });
   }
 
@@ -50,13 +63,16 @@ export class App {
     this.defs = await this.api.objectInfo();
     this.catalogue = catalogue(this.defs);
     registerDefinitions(this.editor, this.defs, this);
+    await this.settings.load();
     this.#bindEditor();
     this.#bindSocket();
     this.#bindUi();
-    this.#bindKeys();
-    const saved = lastWorkflow();
-    if (saved) this.loadWorkflow(saved.workflow, { name: saved.name, quiet: true });
-    else await this.loadDefault();
+    installShortcuts(this);
+    if (!this.tabs.restore()) {
+      const response = await fetch("src/default_workflow.json");
+      this.tabs.open(await response.json());
+      this.editor.fitView();
+    }
     this.socket.open();
     document.body.dataset.ready = "true";
   }
@@ -70,6 +86,10 @@ export class App {
 
   changed() {
     this.editor.changed();
+  }
+
+  notify(message, kind = "info") {
+    toast(message, { kind });
   }
 
   choicesOf(type, name) {
@@ -103,23 +123,25 @@ export class App {
 
   // -- workflows ---------------------------------------------------------------------------------
 
+  /** The default graph in the active tab. */
   async loadDefault() {
     const response = await fetch("src/default_workflow.json");
-    this.loadWorkflow(await response.json(), { name: null });
+    this.loadWorkflow(await response.json());
     this.editor.fitView();
   }
 
   newWorkflow() {
-    this.loadWorkflow({ last_node_id: 0, last_link_id: 0, nodes: [], links: [], groups: [], config: {}, extra: {}, version: 0.4 }, { name: null });
+    this.tabs.newTab();
   }
 
-  loadWorkflow(workflow, { name = null, quiet = false } = {}) {
+  /** Put a workflow on the canvas (the active tab's content): used by the tabs. */
+  loadIntoEditor(workflow, { keepView = false } = {}) {
     closeTextEditor();
     this.errors.clear();
     this.previews.clear();
     let missing;
     try {
-      missing = this.editor.load(workflow);
+      missing = this.editor.load(workflow, { keepView });
     } catch (error) {
       this.errors.showMessage(`This workflow could not be loaded: ${error.message}`);
       return false;
@@ -129,40 +151,57 @@ export class App {
       const upload = node.widgets?.find((w) => w.imageUpload);
       if (upload) this.previews.showInputImage(node, upload.value);
     }
-    this.setWorkflowName(name);
     this.undo.reset();
-    rememberWorkflow(this.editor.serialize(), name);
     if (missing.length) {
       this.errors.showMessage(`These node types are not installed on the server: ${missing.join(", ")}. ` +
-        "They are kept in the workflow but cannot run.", "Missing nodes");
-    } else if (!quiet && name) {
-      toast(`Loaded ${name}`);
+        "They are kept in the workflow (marked in red) but cannot run.", "Missing nodes");
     }
     return true;
   }
 
-  setWorkflowName(name) {
-    this.workflowName = name;
-    $("#workflow-name").textContent = name ? name.replace(/\.json$/, "") : "Unsaved workflow";
+  /** Replace the active tab's workflow (`name`: the server file it is). */
+  loadWorkflow(workflow, { name = null, quiet = false } = {}) {
+    if (!this.tabs.current) return Boolean(this.tabs.open(workflow, { name }));
+    if (!this.loadIntoEditor(workflow)) return false;
+    this.tabs.current.title = null;
+    this.tabs.markSaved(this.tabs.current, name);
+    this.onActivated(this.tabs.current);
+    if (!quiet && name) toast(`Loaded ${name}`);
+    return true;
+  }
+
+  /** Open a workflow in a tab of its own (or the active one when that is empty). */
+  openWorkflow(workflow, options = {}) {
+    return this.tabs.open(workflow, options);
+  }
+
+  onActivated(tab) {
+    document.title = tab ? `${this.tabs.title(tab)} — nodegraph` : "nodegraph";
   }
 
   async openFile(file) {
     try {
       const { workflow, source } = await workflowFromFile(file, this.defs);
-      this.loadWorkflow(workflow, { name: null, quiet: true });
+      this.openWorkflow(workflow, { title: file.name.replace(/\.(json|png)$/i, "") });
       toast(`Loaded the ${source} of ${file.name}`);
     } catch (error) {
-      this.errors.showMessage(error instanceof FileError ? error.message : `${file.name}: ${error.message}`, "Cannot open file");
+      toast(`Not opened: ${error instanceof FileError ? error.message : `${file.name}: ${error.message}`}`, { kind: "error", timeout: 8000 });
     }
   }
 
-  loadJson(data) {
-    const { workflow } = workflowFromJson(data, this.defs);
-    return this.loadWorkflow(workflow, { quiet: true });
+  /** Pasted text: a workflow (UI or API format) opens in a tab; anything else is refused. */
+  openText(text) {
+    try {
+      const { workflow } = workflowFromJson(JSON.parse(text), this.defs, "the pasted text");
+      this.openWorkflow(workflow, { title: "Pasted workflow" });
+    } catch (error) {
+      const why = error instanceof SyntaxError ? "it is not valid JSON" : error.message;
+      toast(`Not pasted: ${why}`, { kind: "error", timeout: 8000 });
+    }
   }
 
   saveToFile() {
-    const name = (this.workflowName ?? "workflow.json").split("/").pop();
+    const name = (this.tabs.current?.name ?? `${this.tabs.title(this.tabs.current)}.json`).split("/").pop();
     download(name.endsWith(".json") ? name : `${name}.json`, JSON.stringify(this.editor.serialize(), null, 2));
   }
 
@@ -213,6 +252,7 @@ export class App {
   /** Build the API prompt from the graph and POST it; returns the prompt id or null. */
   async queue({ front = false } = {}) {
     closeTextEditor();
+    pushAllPrimitives(this.editor.graphs());
     const workflow = this.editor.serialize();
     let prompt;
     try {
@@ -226,7 +266,7 @@ export class App {
       const result = await this.api.queuePrompt(prompt, { clientId: this.socket.clientId, workflow, front });
       this.lastPromptId = result.prompt_id;
       if (Object.keys(result.node_errors ?? {}).length) this.errors.showValidation(result);
-      applySeedControls(this.editor.nodes);
+      applySeedControls(this.editor.graphs().flatMap((g) => g._nodes));
       this.editor.setDirty();
       this.editor.changed();
       return result.prompt_id;
@@ -248,9 +288,10 @@ export class App {
 
   #bindEditor() {
     const { editor } = this;
+    editor.addEventListener("loaded", () => restoreFrontendNodes(editor.graphs(), this));
     editor.addEventListener("change", () => {
       this.undo.checkpoint();
-      rememberWorkflow(editor.serialize(), this.workflowName);
+      this.tabs.changed();
     });
     editor.addEventListener("search-requested", ({ detail }) => {
       const e = detail.event;
@@ -267,6 +308,9 @@ export class App {
       const { node, options } = detail;
       if (this.editor.images.get(String(node.id))?.length) {
         options.push({ content: "Open image", callback: () => this.previews.open(node.id) });
+      }
+      if (node.widgets?.some((w) => w.imageUpload)) {
+        options.push({ content: "Open in mask editor", callback: () => this.maskEditor.open(node) });
       }
       options.push({ content: node.mode === this.MODE.BYPASS ? "Remove bypass" : "Bypass",
                      callback: () => this.editor.setMode([node], this.MODE.BYPASS) });
@@ -340,58 +384,84 @@ export class App {
     });
     click("#btn-search", () => this.openSearch(innerWidth / 2 - 200, 120, null));
     click("#btn-new", () => this.newWorkflow());
-    click("#btn-default", () => this.loadDefault());
-    click("#btn-open", async () => { const f = await pickFile(".json,.png,application/json,image/png"); if (f) await this.openFile(f); });
-    click("#btn-save", () => this.saveToFile());
+    click("#btn-open", () => this.openFromDisk());
+    click("#btn-save", () => this.saveWorkflow());
+    click("#btn-download", () => this.saveToFile());
     click("#btn-export-api", () => this.exportApi());
-    click("#btn-workflows", () => this.workflows.open());
-    click("#workflows-dialog .close", () => this.workflows.close());
+    for (const button of document.querySelectorAll("[data-sidebar]")) {
+      button.addEventListener("click", () => this.sidebar.toggle(button.dataset.sidebar));
+    }
     click("#btn-refresh", () => this.refreshDefinitions());
     click("#btn-fit", () => this.editor.fitView());
+    click("#btn-settings", () => (this.settings.dialog.hidden ? this.settings.open() : this.settings.close()));
+    click("#settings-dialog .close", () => this.settings.close());
     installDropAndPaste(document.body, {
       nodeAt: (x, y) => this.editor.nodeAt(x, y),
       isImageNode: (node) => Boolean(node.widgets?.some((w) => w.imageUpload)),
       selectedImageNode: () => this.editor.selectedNodes().find((n) => n.widgets?.some((w) => w.imageUpload)) ?? null,
       onImageForNode: (file, node) => this.uploadInto(node, file),
       onWorkflowFile: (file) => this.openFile(file),
+      onWorkflowText: (text) => this.openText(text),
+      onPasteNodes: () => {
+        this.undo.checkpoint();
+        this.editor.paste({ keepInputLinks: Boolean(this.pasteKeepsLinks) });
+        this.pasteKeepsLinks = false;
+        this.undo.checkpoint();
+      },
+    });
+    const canvas = $("#graph");
+    canvas.addEventListener("dragover", (e) => {
+      if ([NODE_DRAG_TYPE, MODEL_DRAG_TYPE].some((t) => e.dataTransfer?.types?.includes(t))) {
+        e.preventDefault();
+        e.dataTransfer.dropEffect = "copy";
+      }
+    });
+    canvas.addEventListener("drop", (e) => {
+      if (this.dropOnCanvas(e)) { e.preventDefault(); e.stopPropagation(); }
     });
   }
 
-  #bindKeys() {
-    document.addEventListener("keydown", (e) => {
-      const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement || e.target?.isContentEditable;
-      const mod = e.ctrlKey || e.metaKey;
-      if (mod && e.key === "Enter") {
-        e.preventDefault();
-        this.queue({ front: e.shiftKey });
-        return;
-      }
-      if (typing) return;
-      const key = e.key.toLowerCase();
-      const handled = (() => {
-        if (mod && key === "z" && !e.shiftKey) return this.undo.undo(), true;
-        if (mod && (key === "y" || (key === "z" && e.shiftKey))) return this.undo.redo(), true;
-        if (mod && key === "s") return this.saveToFile(), true;
-        if (mod && key === "o") return $("#btn-open").click(), true;
-        if (mod && key === "m") return this.editor.setMode(this.editor.selectedNodes(), this.MODE.NEVER), true;
-        if (mod && key === "b") return this.editor.setMode(this.editor.selectedNodes(), this.MODE.BYPASS), true;
-        if (mod && key === "g") {
-          const nodes = this.editor.selectedNodes();
-          if (nodes.length) this.editor.addGroup("Group", nodes);
-          return true;
-        }
-        if (e.key === "Escape") {
-          this.search.close();
-          this.workflows.close();
-          document.querySelector(".ng-lightbox")?.remove();
-          return false;
-        }
-        return false;
-      })();
-      if (handled) {
-        e.preventDefault();
-        e.stopPropagation();
-      }
-    });
+  // -- commands the shortcuts and menus share ---------------------------------------------------
+
+  groupSelection() {
+    const nodes = this.editor.selectedNodes();
+    if (nodes.length) this.editor.addGroup("Group", nodes);
+  }
+
+  /** Save the active tab on the server (Ctrl+S); `as`: under a new name. The name, or null. */
+  saveWorkflow({ as = false } = {}) {
+    return this.workflows.save({ as });
+  }
+
+  async openFromDisk() {
+    const file = await pickFile(".json,.png,application/json,image/png");
+    if (file) await this.openFile(file);
+  }
+
+  closeDialogs() {
+    this.search.close();
+    this.settings.close();
+    this.maskEditor.close();
+    document.querySelector(".ng-lightbox")?.remove();
+  }
+
+  /** A node from the library or a model file from the model browser dropped on the canvas. */
+  dropOnCanvas(event) {
+    const pos = this.editor.toGraph([event.clientX, event.clientY]);
+    const type = event.dataTransfer.getData(NODE_DRAG_TYPE);
+    if (type) return Boolean(this.addNode(type, pos));
+    const model = event.dataTransfer.getData(MODEL_DRAG_TYPE);
+    if (!model) return false;
+    const { folder, name } = JSON.parse(model);
+    const loader = this.models.loaderFor(folder, name);
+    if (!loader) {
+      this.notify(`No loader node for ${folder} on this server.`, "warning");
+      return true;
+    }
+    const node = this.addNode(loader[0], pos);
+    const widget = node.widgets?.find((w) => w.name === loader[1]);
+    if (widget) widget.value = name;
+    this.editor.changed();
+    return true;
   }
 }

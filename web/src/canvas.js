@@ -11,12 +11,27 @@ import {
   LiteGraph, LGraph, LGraphCanvas, LGraphNode, LGraphGroup,
 } from "../node_modules/@comfyorg/litegraph/dist/litegraph.es.js";
 
+import { copySelection, duplicateSelection, pasteClipboard, removeGroup, renameGroup, renameNode } from "./canvas_edit.js";
+import { installPainting } from "./canvas_paint.js";
+import { Subgraphs } from "./canvas_subgraphs.js";
+import { compressWidgetSockets } from "./widget_inputs.js";
+
+/** LiteGraph's node and widget colours per theme (dark: the library's own). */
+const THEMES = {
+  dark: {
+    NODE_TITLE_COLOR: "#999", NODE_SELECTED_TITLE_COLOR: "#FFF", NODE_TEXT_COLOR: "#AAA", NODE_DEFAULT_COLOR: "#333",
+    NODE_DEFAULT_BGCOLOR: "#353535", NODE_DEFAULT_BOXCOLOR: "#666", WIDGET_BGCOLOR: "#222", WIDGET_OUTLINE_COLOR: "#666",
+    WIDGET_TEXT_COLOR: "#DDD", WIDGET_SECONDARY_TEXT_COLOR: "#999", LINK_COLOR: "#9A9",
+  },
+  light: {
+    NODE_TITLE_COLOR: "#222", NODE_SELECTED_TITLE_COLOR: "#000", NODE_TEXT_COLOR: "#333", NODE_DEFAULT_COLOR: "#c9ccd1",
+    NODE_DEFAULT_BGCOLOR: "#f4f5f7", NODE_DEFAULT_BOXCOLOR: "#888", WIDGET_BGCOLOR: "#ffffff", WIDGET_OUTLINE_COLOR: "#9aa0a6",
+    WIDGET_TEXT_COLOR: "#222", WIDGET_SECONDARY_TEXT_COLOR: "#555", LINK_COLOR: "#5a8",
+  },
+};
+
 export const MODE = Object.freeze({ ALWAYS: 0, NEVER: 2, BYPASS: 4 });
 
-const COLORS = {
-  running: "#3fdc6a", progress: "#3fdc6a", error: "#ff4d4d", cached: "#8a8f98",
-  errorBg: "rgba(60, 10, 10, 0.92)", errorText: "#ffb3b3",
-};
 
 export class Editor extends EventTarget {
   constructor(element) {
@@ -30,8 +45,10 @@ export class Editor extends EventTarget {
     this.graph = new LGraph();
     this.canvas = new LGraphCanvas(element, this.graph, { skip_render: false });
     this.canvas.allow_searchbox = true;
+    this.canvas.allow_reconnect_links = true; // drag a link off an input to move or remove it
     this.canvas.show_info = false;
     this.canvas.render_canvas_border = false;
+    this.defaultBackground = this.canvas.background_image;
     this.canvas.showSearchBox = (event, options) => {
       this.emit("search-requested", { event, options: options ?? null });
       return null;
@@ -40,9 +57,16 @@ export class Editor extends EventTarget {
     this.states = new Map();
     this.images = new Map(); // node id -> [HTMLImageElement]
     this.nodeTypes = new Map();
+    this.#extendMenus();
+    const editor = this;
+    LGraphNode.prototype.onNodeTitleDblClick = function (event) { renameNode(editor, this, event); };
+    element.addEventListener("litegraph:canvas", (e) => {
+      if (e.detail?.subType === "group-double-click") renameGroup(this, e.detail.group, e.detail.originalEvent);
+    });
     this.#watchConnections();
     this.#watchChanges();
-    this.#installDrawing();
+    installPainting(this);
+    this.subgraphs = new Subgraphs(this);
     this.resize();
     new ResizeObserver(() => this.resize()).observe(element.parentElement ?? element);
   }
@@ -81,17 +105,12 @@ export class Editor extends EventTarget {
         if (spec.bgcolor) this.bgcolor = spec.bgcolor;
       }
       onDblClick(event, pos) {
-        if (editor.images.get(String(this.id))?.length && pos[1] > editor.imageTop(this)) {
+        if (editor.images.get(editor.stateKey(this))?.length && pos[1] > editor.imageTop(this)) {
           editor.emit("image-open", { node: this });
         }
       }
-      getExtraMenuOptions(canvas, options) {
-        const extra = [];
-        editor.emit("node-menu", { node: this, options: extra });
-        if (extra.length) options.unshift(...extra, null);
-        return [];
-      }
     }
+    for (const [name, method] of Object.entries(spec.methods ?? {})) Node.prototype[name] = method;
     Node.title = spec.title;
     Node.category = spec.category ?? "";
     Node.description = spec.description ?? "";
@@ -139,34 +158,52 @@ export class Editor extends EventTarget {
 
   // -- the graph ---------------------------------------------------------------------------------
 
+  /** The graph on screen: the root workflow or an opened subgraph. */
+  get current() {
+    return this.canvas.graph ?? this.graph;
+  }
+
+  /** The nodes of the graph on screen. */
   get nodes() {
-    return this.graph._nodes;
+    return this.current._nodes;
+  }
+
+  /** The key of a node's run state and images: its id in the prompt ("10:5" inside subgraph 10). */
+  stateKey(node) {
+    return `${node.graph && node.graph !== this.graph ? this.subgraphs.prefix : ""}${node.id}`;
+  }
+
+  /** The root graph and every subgraph definition. */
+  graphs() {
+    return [this.graph, ...this.graph.subgraphs.values()];
   }
 
   nodeById(id) {
-    return this.graph.getNodeById(Number.isNaN(Number(id)) ? id : Number(id)) ?? this.graph.getNodeById(id);
+    const graph = this.current;
+    return graph.getNodeById(Number.isNaN(Number(id)) ? id : Number(id)) ?? graph.getNodeById(id);
   }
 
   /** The node under a page (client) position, or null. */
   nodeAt(clientX, clientY) {
     const [x, y] = this.toGraph([clientX, clientY]);
-    return this.graph.getNodeOnPos(x, y) ?? null;
+    return this.current.getNodeOnPos(x, y) ?? null;
   }
 
   createNode(type, pos = null, { select = true } = {}) {
     const node = LiteGraph.createNode(type);
     if (!node) throw new Error(`unknown node type ${type}`);
     if (pos) node.pos = [pos[0], pos[1]];
-    this.graph.beforeChange();
-    this.graph.add(node);
-    this.graph.afterChange();
+    const graph = this.current;
+    graph.beforeChange();
+    graph.add(node);
+    graph.afterChange();
     if (select) this.canvas.selectNode(node);
     this.changed();
     return node;
   }
 
   removeNode(node) {
-    this.graph.remove(node);
+    node.graph.remove(node);
     this.changed();
   }
 
@@ -176,14 +213,20 @@ export class Editor extends EventTarget {
 
   /** The links as [id, originId, originSlot, targetId, targetSlot, type]. */
   links() {
-    return [...this.graph._links.values()].map((l) => [l.id, l.origin_id, l.origin_slot, l.target_id, l.target_slot, l.type]);
+    return [...this.current._links.values()].map((l) => [l.id, l.origin_id, l.origin_slot, l.target_id, l.target_slot, l.type]);
   }
 
-  /** The graph as a ComfyUI UI workflow (LiteGraph schema 0.4). */
+  /** The graph as a ComfyUI UI workflow (LiteGraph schema 0.4), subgraphs in
+   * `definitions.subgraphs`; widget sockets compressed as ComfyUI saves them. */
   serialize() {
-    const data = this.graph.serialize();
+    const data = JSON.parse(JSON.stringify(this.graph.serialize()));
     data.extra = { ...(data.extra ?? {}), ds: { scale: this.canvas.ds.scale, offset: [...this.canvas.ds.offset] } };
-    return JSON.parse(JSON.stringify(data));
+    compressWidgetSockets(data, (id) => this.graph.getNodeById(id));
+    for (const definition of data.definitions?.subgraphs ?? []) {
+      const subgraph = this.graph.subgraphs.get(definition.id);
+      if (subgraph) compressWidgetSockets(definition, (id) => subgraph.getNodeById(id));
+    }
+    return data;
   }
 
   /** Load a UI workflow. Returns the node types it uses that are not registered. */
@@ -191,8 +234,16 @@ export class Editor extends EventTarget {
     const missing = [...new Set((workflow.nodes ?? []).map((n) => n.type).filter((t) => !this.hasNodeType(t)))];
     this.states.clear();
     this.images.clear();
-    this.graph.clear();
-    this.graph.configure(structuredClone(workflow));
+    this.loading = true;
+    try {
+      if (!keepView) this.subgraphs.reset();
+      this.graph.clear();
+      this.graph.configure(structuredClone(workflow));
+    } finally {
+      this.loading = false;
+    }
+    if (keepView) this.subgraphs.revalidate();
+    this.emit("loaded", {});
     const ds = workflow.extra?.ds;
     if (!keepView && ds?.offset && ds.scale) {
       this.canvas.ds.scale = ds.scale;
@@ -205,6 +256,7 @@ export class Editor extends EventTarget {
   clear() {
     this.states.clear();
     this.images.clear();
+    this.subgraphs.reset();
     this.graph.clear();
     this.canvas.setDirty(true, true);
   }
@@ -214,13 +266,24 @@ export class Editor extends EventTarget {
     this.changed();
   }
 
+  toggleCollapsed(nodes = this.selectedNodes()) {
+    for (const node of nodes) node.collapse(true);
+    this.changed();
+  }
+
+  togglePinned(nodes = this.selectedNodes()) {
+    const pin = !nodes.every((n) => n.pinned);
+    for (const node of nodes) node.pin(pin);
+    this.changed();
+  }
+
   selectedNodes() {
     return Object.values(this.canvas.selected_nodes ?? {});
   }
 
   addGroup(title, nodes) {
     const group = new LGraphGroup(title);
-    this.graph.add(group);
+    this.current.add(group);
     if (nodes?.length) group.resizeTo(nodes, 10);
     this.changed();
     return group;
@@ -295,6 +358,27 @@ export class Editor extends EventTarget {
     this.canvas.setDirty(true, true);
   }
 
+  // -- settings -------------------------------------------------------------------------------------
+
+  setTheme(theme) {
+    Object.assign(LiteGraph, THEMES[theme] ?? THEMES.dark);
+    this.canvas.clear_background_color = theme === "light" ? "#e8e8e8" : "#222";
+    this.canvas.background_image = theme === "light" ? null : this.defaultBackground;
+    this.canvas.node_title_color = LiteGraph.NODE_TITLE_COLOR;
+    this.setDirty();
+  }
+
+  /** 0 straight, 1 linear (angled), 2 spline: LiteGraph's link render types. */
+  setLinkRenderMode(mode) {
+    this.canvas.links_render_mode = [0, 1, 2].includes(mode) ? mode : 2;
+    this.setDirty();
+  }
+
+  setSnapToGrid(on, size = 10) {
+    LiteGraph.alwaysSnapToGrid = on;
+    LiteGraph.CANVAS_GRID_SIZE = size;
+  }
+
   /** Draw one frame now (the benchmark measures this). */
   drawNow() {
     this.canvas.draw(true, true);
@@ -348,113 +432,31 @@ export class Editor extends EventTarget {
     return top;
   }
 
-  #installDrawing() {
-    const editor = this;
-    const proto = LGraphNode.prototype;
-    const originalForeground = proto.onDrawForeground;
-    proto.onDrawForeground = function (ctx, canvas) {
-      originalForeground?.call(this, ctx, canvas);
-      editor.#drawImages(this, ctx);
-      editor.#drawState(this, ctx);
-    };
-  }
+  // -- menus --------------------------------------------------------------------------------------
 
-  #drawImages(node, ctx) {
-    const images = this.images.get(String(node.id));
-    if (!images?.length || node.flags?.collapsed) return;
-    const top = this.imageTop(node) + 4;
-    const [w, h] = node.size;
-    const areaW = w - 10;
-    const areaH = h - top - 6;
-    if (areaH < 16) return;
-    const columns = Math.ceil(Math.sqrt(images.length));
-    const rows = Math.ceil(images.length / columns);
-    const cellW = areaW / columns;
-    const cellH = areaH / rows;
-    images.forEach((img, i) => {
-      if (!img.complete || !img.naturalWidth) return;
-      const scale = Math.min(cellW / img.naturalWidth, cellH / img.naturalHeight);
-      const dw = img.naturalWidth * scale;
-      const dh = img.naturalHeight * scale;
-      const x = 5 + (i % columns) * cellW + (cellW - dw) / 2;
-      const y = top + Math.floor(i / columns) * cellH + (cellH - dh) / 2;
-      ctx.imageSmoothingEnabled = scale < 1;
-      ctx.drawImage(img, x, y, dw, dh);
-      ctx.imageSmoothingEnabled = true;
-    });
-  }
-
-  #drawState(node, ctx) {
-    const state = this.states.get(String(node.id));
-    if (!state) return;
-    const titleHeight = LiteGraph.NODE_TITLE_HEIGHT;
-    const [w, h] = node.flags?.collapsed ? [node._collapsed_width ?? 80, 0] : node.size;
-    ctx.save();
-    const outline = (color, width, dash = []) => {
-      ctx.strokeStyle = color;
-      ctx.lineWidth = width;
-      ctx.setLineDash(dash);
-      ctx.beginPath();
-      ctx.roundRect(-width, -titleHeight - width, w + 2 * width, h + titleHeight + 2 * width, 8);
-      ctx.stroke();
-      ctx.setLineDash([]);
+  /** The app adds entries to the library's right-click menus: "node-menu" {node, options} (any
+   * node, subgraph instances included) and "canvas-menu" {options}, put first. */
+  #extendMenus() {
+    const { canvas } = this;
+    const nodeMenu = canvas.getNodeMenuOptions.bind(canvas);
+    canvas.getNodeMenuOptions = (node) => {
+      const extra = [];
+      this.emit("node-menu", { node, options: extra });
+      const own = nodeMenu(node).filter((o) => !o?.content?.startsWith("Convert to Subgraph")); // ours is in `extra`
+      return [...extra, ...(extra.length ? [null] : []), ...own];
     };
-    if (state.cached) {
-      outline(COLORS.cached, 1.5, [6, 4]);
-      ctx.font = "11px sans-serif";
-      ctx.fillStyle = COLORS.cached;
-      ctx.textAlign = "right";
-      ctx.fillText("cached", w - 8, -titleHeight * 0.35);
-    }
-    if (state.running) outline(COLORS.running, 3);
-    if (state.progress !== undefined && !node.flags?.collapsed) {
-      ctx.fillStyle = "rgba(0,0,0,0.35)";
-      ctx.fillRect(0, 0, w, 5);
-      ctx.fillStyle = COLORS.progress;
-      ctx.fillRect(0, 0, w * Math.max(0, Math.min(1, state.progress)), 5);
-    }
-    if (state.error) {
-      outline(COLORS.error, 3);
-      if (!node.flags?.collapsed) {
-        for (const [name, message] of Object.entries(state.error.inputs ?? {})) {
-          const widget = node.widgets?.find((x) => x.name === name);
-          ctx.strokeStyle = COLORS.error;
-          ctx.lineWidth = 2;
-          if (widget) {
-            const height = widget.computedHeight ? widget.computedHeight - 4 : LiteGraph.NODE_WIDGET_HEIGHT;
-            ctx.beginPath();
-            ctx.roundRect(12, (widget.last_y ?? widget.y) - 2, w - 24, height + 4, 8);
-            ctx.stroke();
-          } else {
-            const index = node.inputs?.findIndex((x) => x.name === name) ?? -1;
-            if (index >= 0) {
-              const pos = node.getInputPos(index);
-              ctx.beginPath();
-              ctx.arc(pos[0] - node.pos[0], pos[1] - node.pos[1], 7, 0, Math.PI * 2);
-              ctx.stroke();
-            }
-          }
-          void message;
-        }
+    const canvasMenu = canvas.getCanvasMenuOptions.bind(canvas);
+    canvas.getCanvasMenuOptions = () => {
+      const extra = [];
+      const group = this.current.getGroupOnPos(canvas.graph_mouse[0], canvas.graph_mouse[1]);
+      if (group) {
+        extra.push({ content: "Rename group", callback: (v, o, e) => renameGroup(this, group, e) },
+          { content: "Remove group (keep its nodes)", callback: () => removeGroup(this, group) });
       }
-      const lines = (state.error.messages ?? []).slice(0, 6);
-      if (lines.length) {
-        ctx.font = "12px sans-serif";
-        ctx.textAlign = "left";
-        const wrapped = lines.flatMap((line) => wrapText(ctx, line, Math.max(w, 220) - 16));
-        const boxH = wrapped.length * 16 + 10;
-        ctx.fillStyle = COLORS.errorBg;
-        ctx.beginPath();
-        ctx.roundRect(0, h + 8, Math.max(w, 220), boxH, 6);
-        ctx.fill();
-        ctx.strokeStyle = COLORS.error;
-        ctx.lineWidth = 1;
-        ctx.stroke();
-        ctx.fillStyle = COLORS.errorText;
-        wrapped.forEach((line, i) => ctx.fillText(line, 8, h + 8 + 18 + i * 16));
-      }
-    }
-    ctx.restore();
+      this.emit("canvas-menu", { options: extra, group });
+      const own = canvasMenu().filter((o) => !o?.content?.startsWith("Convert to Subgraph"));
+      return [...extra, ...(extra.length ? [null] : []), ...own];
+    };
   }
 
   // -- connections -------------------------------------------------------------------------------
@@ -463,6 +465,19 @@ export class Editor extends EventTarget {
     const connector = this.canvas.linkConnector;
     let created = false;
     connector.events.addEventListener("link-created", () => { created = true; });
+    // A link dropped on a widget whose socket takes another type is refused (not connected to the
+    // node's first input of the link's type instead).
+    const refusingWidget = (node, event) => {
+      const widget = node.getWidgetOnPos?.(event.canvasX, event.canvasY, true);
+      const socket = widget && node.inputs?.find((i) => i.widget?.name === widget.name);
+      const fromType = connector.renderLinks[0]?.fromSlot?.type ?? "*";
+      return socket && !LiteGraph.isValidConnection(fromType, socket.type) ? socket : null;
+    };
+    const dropOnNode = connector.dropOnNode.bind(connector);
+    connector.dropOnNode = (node, event) => {
+      if (connector.state.connectingTo === "input" && refusingWidget(node, event)) return;
+      dropOnNode(node, event);
+    };
     connector.events.addEventListener("after-drop-links", (e) => {
       const { renderLinks, event } = e.detail;
       const wasCreated = created;
@@ -470,12 +485,12 @@ export class Editor extends EventTarget {
       if (wasCreated || !renderLinks?.length) return;
       const from = renderLinks[0];
       const connectingTo = connector.state.connectingTo;
-      const node = this.graph.getNodeOnPos(event.canvasX, event.canvasY);
+      const node = this.current.getNodeOnPos(event.canvasX, event.canvasY);
       if (!node || node === from.node) return;
       const fromType = from.fromSlot?.type ?? "*";
       let reason = null;
       if (connectingTo === "input") {
-        const input = node.getInputOnPos([event.canvasX, event.canvasY]);
+        const input = node.getInputOnPos([event.canvasX, event.canvasY]) ?? refusingWidget(node, event);
         if (input && !LiteGraph.isValidConnection(fromType, input.type)) {
           reason = `Cannot connect ${fromType} to input “${input.name}” of ${node.title}: it takes ${input.type}.`;
         } else if (!input && !(node.inputs ?? []).some((i) => LiteGraph.isValidConnection(fromType, i.type))) {
@@ -503,6 +518,10 @@ export class Editor extends EventTarget {
     const el = this.element;
     el.addEventListener("pointerup", () => this.changed());
     el.addEventListener("keyup", () => this.changed());
+    // The library's menus and value prompts live outside the canvas element: a choice or a typed
+    // value there is an edit too.
+    document.addEventListener("pointerup", (e) => { if (e.target.closest?.(".litecontextmenu, .graphdialog")) this.changed(); });
+    document.addEventListener("keyup", (e) => { if (e.target.closest?.(".graphdialog")) this.changed(); });
     this.graph.onAfterChange = () => this.changed();
     this.graph.onNodeAdded = (node) => this.emit("node-added", { node });
     this.graph.onNodeRemoved = (node) => {
@@ -512,30 +531,13 @@ export class Editor extends EventTarget {
     };
   }
 
-  // -- keyboard helpers the app binds ------------------------------------------------------------
+  // -- editing commands (canvas_edit.js) -----------------------------------------------------------
 
-  copy() { this.canvas.copyToClipboard(); }
-  paste() { this.canvas.pasteFromClipboard({}); this.changed(); }
+  copy() { copySelection(this); }
+  paste({ keepInputLinks = false } = {}) { pasteClipboard(this, keepInputLinks); this.changed(); }
+  duplicate() { duplicateSelection(this); this.changed(); }
   deleteSelected() { this.canvas.deleteSelected(); this.changed(); }
-  selectAll() { this.canvas.selectItems(); }
-}
-
-function wrapText(ctx, text, width) {
-  const out = [];
-  for (const paragraph of String(text).split("\n")) {
-    let line = "";
-    for (const word of paragraph.split(" ")) {
-      const next = line ? `${line} ${word}` : word;
-      if (ctx.measureText(next).width > width && line) {
-        out.push(line);
-        line = word;
-      } else {
-        line = next;
-      }
-    }
-    out.push(line);
-  }
-  return out;
+  selectAll() { this.canvas.selectItems(); this.setDirty(); }
 }
 
 /** Text width in the canvas font, for sizing widgets. */

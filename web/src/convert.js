@@ -4,13 +4,18 @@
 // The rules are those of the server's nodegraph/workflow/ui_format.py (and ComfyUI's
 // graphToPrompt): widget values map positionally onto the widget inputs of the node definition,
 // the seed's control_after_generate value is skipped, virtual nodes and muted (2) / bypassed (4)
-// nodes are dropped, links are followed through Reroutes and bypassed nodes (type-matched
-// pass-through) and PrimitiveNodes give their value. Keep the two in step.
+// nodes are dropped, links are followed through Reroutes, bypassed nodes (type-matched
+// pass-through) and subgraph boundaries (flatten.js), and PrimitiveNodes give their value. Keep
+// the two in step.
+
+import { flatten, SUBGRAPH_INPUT, SUBGRAPH_OUTPUT, SUBGRAPH_VALUE, SubgraphError } from "./flatten.js";
 
 export const MODE_ALWAYS = 0;
 export const MODE_NEVER = 2;
 export const MODE_BYPASS = 4;
-export const VIRTUAL_TYPES = new Set(["Reroute", "PrimitiveNode", "Note", "MarkdownNote"]);
+const VALUE_TYPES = new Set(["PrimitiveNode", SUBGRAPH_VALUE]);
+const PASS_THROUGH = new Set(["Reroute", SUBGRAPH_INPUT, SUBGRAPH_OUTPUT]);
+export const VIRTUAL_TYPES = new Set(["Reroute", "Note", "MarkdownNote", ...VALUE_TYPES, ...PASS_THROUGH]);
 export const SEED_CONTROL_VALUES = new Set(["fixed", "increment", "decrement", "randomize", "increment-wrap"]);
 const LEGACY_SEED_NAMES = new Set(["seed", "noise_seed"]); // older frontends added the control by name
 const WIDGET_TYPES = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"]);
@@ -89,38 +94,40 @@ function parseLinks(raw) {
 }
 
 /**
- * The API prompt of a UI workflow: {id: {class_type, inputs, _meta: {title}}}.
- * `defs` is /object_info. Throws WorkflowError on a malformed workflow.
+ * The API prompt of a UI workflow: {id: {class_type, inputs, _meta: {title}}}, subgraphs
+ * flattened (ids "5:12"). `defs` is /object_info. Throws WorkflowError on a malformed workflow.
  */
 export function workflowToPrompt(workflow, defs) {
   if (!looksLikeUiWorkflow(workflow)) throw new WorkflowError("not a UI-format workflow (expected 'nodes' and 'links' arrays)");
-  if (workflow.definitions?.subgraphs?.length) {
-    throw new WorkflowError("this workflow uses subgraphs, which nodegraph does not run yet");
+  let flat;
+  try {
+    flat = flatten(workflow);
+  } catch (error) {
+    throw error instanceof SubgraphError ? new WorkflowError(error.message) : error;
   }
   const nodes = new Map();
-  for (const node of workflow.nodes) {
-    if (!node || node.id === undefined) throw new WorkflowError("a node in 'nodes' has no id");
-    nodes.set(String(node.id), node);
-  }
-  const links = parseLinks(workflow.links);
+  for (const node of flat.nodes) nodes.set(String(node.id), node);
+  const links = parseLinks(flat.links);
 
-  const resolve = (linkId, wantedType, depth = 0) => {
-    if (depth > nodes.size + 1) throw new WorkflowError("a cycle of Reroute or bypassed nodes");
-    const link = links.get(String(linkId));
+  const resolve = (linkId, wantedType, seen = new Set()) => {
+    const key = String(linkId);
+    if (seen.has(key)) throw new WorkflowError("a cycle of Reroute, bypassed or subgraph boundary nodes");
+    seen.add(key);
+    const link = links.get(key);
     if (!link) throw new WorkflowError(`link ${linkId} is used by a node but missing from 'links'`);
     const origin = nodes.get(link.origin_id);
     if (!origin) throw new WorkflowError(`link ${link.id} comes from node ${link.origin_id}, which does not exist`);
     const mode = origin.mode ?? MODE_ALWAYS;
-    if (origin.type === "Reroute" || mode === MODE_BYPASS) {
+    if (mode === MODE_BYPASS || PASS_THROUGH.has(origin.type)) {
       const upstream = passThroughInput(origin, link.origin_slot, wantedType);
-      return upstream === null ? null : resolve(upstream, wantedType, depth + 1);
+      return upstream === null || upstream === undefined ? null : resolve(upstream, wantedType, seen);
     }
-    if (origin.type === "PrimitiveNode") {
+    if (VALUE_TYPES.has(origin.type)) {
       const values = origin.widgets_values ?? [];
       return values.length ? { value: values[0] } : null;
     }
-    if (VIRTUAL_TYPES.has(origin.type) || mode === MODE_NEVER) return null;
-    return { link: [link.origin_id, link.origin_slot] };
+    if (VIRTUAL_TYPES.has(origin.type)) return null;
+    return { link: [link.origin_id, link.origin_slot] }; // a muted origin is dropped afterwards
   };
 
   const prompt = {};
@@ -132,10 +139,10 @@ export function workflowToPrompt(workflow, defs) {
     const inputs = widgetValuesToInputs(node, def);
     for (const slot of node.inputs ?? []) {
       if (slot.link === null || slot.link === undefined) continue;
+      const name = slot.widget?.name ?? slot.name;
       const source = resolve(slot.link, slot.type ?? "*");
-      if (source === null) delete inputs[slot.name];
-      else if ("value" in source) inputs[slot.name] = source.value;
-      else inputs[slot.name] = source.link;
+      if (source === null) continue; // nothing reaches it: a widget keeps its own value
+      inputs[name] = "value" in source ? source.value : source.link;
     }
     prompt[id] = { class_type: node.type, inputs, _meta: { title: node.title || def?.display_name || node.type } };
   }
@@ -150,37 +157,90 @@ export function workflowToPrompt(workflow, defs) {
   return prompt;
 }
 
+// widgets_values → input values, rule for rule as the server's nodegraph/workflow/widget_values.py:
+// positional over the definition's widgets; the control value after a seed (a mode name, or the
+// 2023 randomize checkbox `true`), the upload button's value after the last required widget, and the
+// dummy values pre-1.16 frontends saved for forceInput inputs are skipped; missing values take
+// the widget's default.
+const UPLOAD_OPTIONS = ["image_upload", "video_upload", "audio_upload", "animated_image_upload"];
+const isControlValue = (v) => typeof v === "boolean" || SEED_CONTROL_VALUES.has(v);
+const flaggedControl = (spec) => spec.type === "INT" && Boolean(spec.options.control_after_generate);
+const legacyControl = (spec) => spec.type === "INT" && !flaggedControl(spec) && LEGACY_SEED_NAMES.has(spec.name);
+
+function widgetDefault(spec) {
+  if ("default" in spec.options) return spec.options.default;
+  if (spec.choices?.length) return spec.choices[0];
+  if (spec.type === "COMBO") return undefined; // an empty list: nothing to choose
+  return { INT: 0, FLOAT: 0, STRING: "", BOOLEAN: false }[spec.type];
+}
+
 function widgetValuesToInputs(node, def) {
+  if (!def) return {};
+  const declared = declaredInputs(def);
+  const widgets = declared.filter(isWidgetInput);
   const values = node.widgets_values;
-  if (!def || values === undefined || values === null) return {};
-  const widgets = declaredInputs(def).filter(isWidgetInput);
-  if (!Array.isArray(values)) { // some custom nodes save widgets by name
+  if (values && !Array.isArray(values) && typeof values === "object") { // some custom nodes save widgets by name
     return Object.fromEntries(widgets.filter((w) => w.name in values).map((w) => [w.name, values[w.name]]));
   }
+  const required = widgets.filter((w) => w.section === "required");
+  const uploadAfter = widgets.some((w) => UPLOAD_OPTIONS.some((o) => w.options[o])) ? required.at(-1)?.name : undefined;
+  const count = widgets.length + (uploadAfter !== undefined ? 1 : 0);
+  const withControls = count + widgets.filter(flaggedControl).length;
+  const withLegacy = withControls + widgets.filter(legacyControl).length;
+  const list = withoutForceInputDummies(declared, Array.isArray(values) ? values : []);
   const inputs = {};
   let position = 0;
   for (const spec of widgets) {
-    if (position >= values.length) break;
-    inputs[spec.name] = values[position];
-    position += 1;
-    if (hasSeedControl(spec) && position < values.length && SEED_CONTROL_VALUES.has(values[position])) {
-      position += 1; // the frontend-only "control after generate" value
+    if (position < list.length) {
+      inputs[spec.name] = list[position];
+      position += 1;
+      if (position < list.length) {
+        const next = list[position];
+        if ((flaggedControl(spec) && (isControlValue(next) || list.length >= withControls)) ||
+            (legacyControl(spec) && (isControlValue(next) || list.length >= withLegacy))) position += 1;
+      }
+      if (spec.name === uploadAfter) position += 1;
+    } else {
+      const value = widgetDefault(spec);
+      if (value !== undefined) inputs[spec.name] = value;
     }
   }
   return inputs;
 }
 
-/** The input link a bypassed node (or Reroute) forwards to its output `slot`: the same index if the
- * type fits, else the first input of exactly that type, else the first that fits. */
+function withoutForceInputDummies(declared, values) {
+  const forced = (s) => s.type !== "COMBO" && s.options.forceInput;
+  if (!declared.some(forced)) return values;
+  const layout = [];
+  for (const spec of declared) {
+    if (isWidgetInput(spec) || forced(spec)) {
+      layout.push(Boolean(forced(spec)));
+      if (flaggedControl(spec)) layout.push(false);
+    }
+  }
+  return layout.length === values.length ? values.filter((_, i) => !layout[i]) : values;
+}
+
+/** The input link a node forwards to its output `slot`. A Reroute and a subgraph boundary forward
+ * the input of the same index (a Reroute its only one); a bypassed node the same index if its
+ * type fits, else the first input of exactly the wanted type, else the first compatible one. */
 function passThroughInput(node, slot, wantedType) {
-  const all = node.inputs ?? [];
-  const linked = all.filter((i) => i.link !== null && i.link !== undefined);
-  if (node.type === "Reroute") return linked.length ? linked[0].link : null;
-  if (slot < all.length && all[slot].link != null && typesCompatible(all[slot].type ?? "*", wantedType)) return all[slot].link;
-  const exact = linked.find((i) => i.type === wantedType);
+  const inputs = node.inputs ?? [];
+  if (PASS_THROUGH.has(node.type) && (node.mode ?? 0) !== MODE_BYPASS) {
+    const index = node.type === "Reroute" ? 0 : slot;
+    return index < inputs.length ? inputs[index].link : null;
+  }
+  if (wantedType === "*" || wantedType === "") {
+    const index = slot < inputs.length ? slot : 0;
+    return inputs.length ? inputs[index].link : null;
+  }
+  const outputType = node.outputs?.[slot]?.type ?? "*";
+  const fits = (t) => typesCompatible(outputType, t) && typesCompatible(wantedType, t);
+  if (slot < inputs.length && fits(String(inputs[slot].type ?? "*"))) return inputs[slot].link;
+  const exact = inputs.find((i) => i.type === wantedType);
   if (exact) return exact.link;
-  const fits = linked.find((i) => typesCompatible(i.type ?? "*", wantedType));
-  return fits ? fits.link : null;
+  const compatible = inputs.find((i) => fits(String(i.type ?? "*")));
+  return compatible ? compatible.link : null;
 }
 
 /** The UI `widgets_values` for a node definition and a map of input values (defaults filled in). */

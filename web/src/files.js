@@ -8,13 +8,28 @@ import { isPng, readPngText } from "./png.js";
 
 export class FileError extends Error {}
 
+const MB = 1024 * 1024;
+export const MAX_JSON_BYTES = 32 * MB; // far above any real workflow; a bigger .json is not one
+export const MAX_PNG_BYTES = 128 * MB;
+
 /** Parse file contents into a UI workflow. `defs` is /object_info (for API prompts). */
 export async function workflowFromFile(file, defs) {
+  const head = new Uint8Array(await file.slice(0, 8).arrayBuffer());
+  const png = isPng(head);
+  const limit = png ? MAX_PNG_BYTES : MAX_JSON_BYTES;
+  if (file.size > limit) {
+    throw new FileError(`${file.name} is ${(file.size / MB).toFixed(0)} MB: too large for a workflow (at most ${limit / MB} MB)`);
+  }
   const bytes = new Uint8Array(await file.arrayBuffer());
-  if (isPng(bytes)) {
+  if (png) {
     const chunks = await readPngText(bytes);
-    if (chunks.workflow) return { workflow: JSON.parse(chunks.workflow), source: "PNG workflow" };
-    if (chunks.prompt) return { workflow: promptToWorkflow(JSON.parse(chunks.prompt), defs), source: "PNG prompt" };
+    try {
+      if (chunks.workflow) return workflowFromJson(JSON.parse(chunks.workflow), defs, file.name, "PNG workflow");
+      if (chunks.prompt) return { workflow: promptToWorkflow(JSON.parse(chunks.prompt), defs), source: "PNG prompt" };
+    } catch (error) {
+      if (error instanceof FileError) throw error;
+      throw new FileError(`${file.name} carries a workflow that is not valid JSON (${error.message})`);
+    }
     throw new FileError(`${file.name} holds no workflow (no "workflow" or "prompt" text chunk)`);
   }
   let data;
@@ -26,9 +41,9 @@ export async function workflowFromFile(file, defs) {
   return workflowFromJson(data, defs, file.name);
 }
 
-export function workflowFromJson(data, defs, name = "the file") {
-  if (looksLikeUiWorkflow(data)) return { workflow: data, source: "workflow" };
-  if (data?.workflow && looksLikeUiWorkflow(data.workflow)) return { workflow: data.workflow, source: "workflow" };
+export function workflowFromJson(data, defs, name = "the file", source = "workflow") {
+  if (looksLikeUiWorkflow(data)) return { workflow: data, source };
+  if (data?.workflow && looksLikeUiWorkflow(data.workflow)) return { workflow: data.workflow, source };
   if (data?.prompt && looksLikeApiPrompt(data.prompt)) return { workflow: promptToWorkflow(data.prompt, defs), source: "API prompt" };
   if (looksLikeApiPrompt(data)) return { workflow: promptToWorkflow(data, defs), source: "API prompt" };
   throw new FileError(`${name} is not a ComfyUI workflow (UI or API format)`);
@@ -59,8 +74,9 @@ export function pickFile(accept) {
 }
 
 /**
- * Drag & drop and paste on the page. `handlers`: {onWorkflowFile(file), onImageForNode(file, node),
- * nodeAt(clientX, clientY), selectedImageNode()}.
+ * Drag & drop and paste on the page. `handlers`: {onWorkflowFile(file), onWorkflowText(text),
+ * onImageForNode(file, node), onPasteNodes(), nodeAt(clientX, clientY), isImageNode(node),
+ * selectedImageNode()}.
  */
 export function installDropAndPaste(target, handlers) {
   target.addEventListener("dragover", (e) => {
@@ -80,14 +96,19 @@ export function installDropAndPaste(target, handlers) {
     }
     await handlers.onWorkflowFile(file);
   });
+  // Paste: an image for the selected Load Image, a workflow file or workflow JSON text, else the
+  // nodes copied in this editor.
   document.addEventListener("paste", async (e) => {
     if (e.target instanceof HTMLTextAreaElement || e.target instanceof HTMLInputElement) return;
-    const file = [...(e.clipboardData?.files ?? [])].find((f) => f.type.startsWith("image/"));
+    e.preventDefault();
+    e.stopImmediatePropagation();
+    const files = [...(e.clipboardData?.files ?? [])];
+    const text = e.clipboardData?.getData("text/plain") ?? "";
+    const image = files.find((f) => f.type.startsWith("image/"));
     const node = handlers.selectedImageNode();
-    if (file && node) {
-      e.preventDefault();
-      e.stopImmediatePropagation();
-      await handlers.onImageForNode(file, node);
-    }
+    if (image && node) await handlers.onImageForNode(image, node);
+    else if (files.length) await handlers.onWorkflowFile(files[0]);
+    else if (/^\s*[[{]/.test(text)) handlers.onWorkflowText(text);
+    else handlers.onPasteNodes();
   }, true);
 }

@@ -3,10 +3,15 @@
 
 const LIMIT = 50;
 
-function key(workflow) {
+/** The graph as a string for comparing states: not the view (pan, zoom), and nodes in id order
+ * (clicking a node brings it to the front, which reorders the saved list but changes nothing). */
+export function key(workflow) {
   const { extra, ...rest } = workflow;
   const { ds, ...extraRest } = extra ?? {};
-  return JSON.stringify({ ...rest, extra: extraRest });
+  const byId = (nodes) => [...(nodes ?? [])].sort((a, b) => String(a.id).localeCompare(String(b.id), "en", { numeric: true }));
+  const definitions = rest.definitions?.subgraphs
+    ? { subgraphs: rest.definitions.subgraphs.map((d) => ({ ...d, nodes: byId(d.nodes) })) } : rest.definitions;
+  return JSON.stringify({ ...rest, nodes: byId(rest.nodes), definitions, extra: extraRest });
 }
 
 export class UndoHistory {
@@ -23,6 +28,19 @@ export class UndoHistory {
     this.undoStack = [];
     this.redoStack = [];
     this.current = key(this.editor.serialize());
+  }
+
+  /** The stacks and the current state, to keep with an inactive tab. */
+  snapshot() {
+    return { undoStack: this.undoStack, redoStack: this.redoStack, current: this.current };
+  }
+
+  /** Take over a tab's history (after its graph was loaded). */
+  restore(state) {
+    if (!state) { this.reset(); return; }
+    this.undoStack = state.undoStack;
+    this.redoStack = state.redoStack;
+    this.current = state.current;
   }
 
   /** Record the graph if it changed since the last checkpoint. */

@@ -2,6 +2,8 @@
 // ComfyUI workflows contain: Note, MarkdownNote, Reroute and PrimitiveNode (never sent to the server).
 
 import { declaredInputs, isWidgetInput } from "./convert.js";
+import { primitiveSpec, rerouteSpec } from "./primitive.js";
+import { addWidgetSockets, restoreWidgetSockets } from "./widget_inputs.js";
 import { buildWidgets } from "./widgets.js";
 
 const TYPE_COLORS = {
@@ -32,7 +34,11 @@ export function registerDefinitions(editor, defs, app) {
       outputs,
       outputNode: Boolean(def.output_node),
       minWidth: 240,
-      build: (node) => buildWidgets(node, app.defs[type] ?? def, app),
+      build: (node) => {
+        buildWidgets(node, app.defs[type] ?? def, app);
+        addWidgetSockets(node);
+      },
+      methods: WIDGET_SOCKET_METHODS,
     });
   }
   registerFrontendNodes(editor, app);
@@ -47,18 +53,26 @@ function registerFrontendNodes(editor, app) {
   });
   note("Note", "Note");
   note("MarkdownNote", "Markdown Note");
-  editor.registerNodeType("Reroute", {
-    title: "Reroute", category: "utils", virtual: true, inputs: [{ name: "", type: "*" }], outputs: [{ name: "", type: "*" }],
-    size: [75, 26],
-  });
-  editor.registerNodeType("PrimitiveNode", {
-    title: "Primitive", category: "utils", virtual: true, inputs: [], outputs: [{ name: "connect to widget input", type: "*" }],
-  });
+  editor.registerNodeType("Reroute", rerouteSpec());
+  editor.registerNodeType("PrimitiveNode", primitiveSpec(app));
 }
 
-/** Catalogue entries for the search and the category menu. */
+const WIDGET_SOCKET_METHODS = {
+  onConfigure(info) {
+    restoreWidgetSockets(this, info);
+  },
+};
+
+const FRONTEND_NODES = [
+  { type: "PrimitiveNode", title: "Primitive", description: "One value for one or more widgets (connect it to a widget)", inputs: [], outputs: ["*"] },
+  { type: "Reroute", title: "Reroute", description: "A waypoint for a link", inputs: ["*"], outputs: ["*"] },
+  { type: "Note", title: "Note", description: "Text on the canvas", inputs: [], outputs: [] },
+  { type: "MarkdownNote", title: "Markdown Note", description: "Text on the canvas", inputs: [], outputs: [] },
+].map((e) => ({ ...e, category: "utils", deprecated: false }));
+
+/** Catalogue entries for the search and the category menu (the frontend-only nodes included). */
 export function catalogue(defs) {
-  return Object.entries(defs).map(([type, def]) => ({
+  return [...FRONTEND_NODES.filter((e) => !(e.type in defs)), ...Object.entries(defs).map(([type, def]) => ({
     type,
     title: def.display_name || type,
     category: def.category || "other",
@@ -66,5 +80,5 @@ export function catalogue(defs) {
     inputs: declaredInputs(def).filter((s) => !isWidgetInput(s)).map((s) => s.type),
     outputs: (def.output ?? []).map(String),
     deprecated: Boolean(def.deprecated),
-  }));
+  }))];
 }

@@ -1,5 +1,7 @@
 // The queue: a counter in the top bar (from `status` messages) and a side panel listing the
-// running and pending prompts (cancel each) and recent history (load its workflow, see images).
+// running and pending prompts (cancel each) and the history as a gallery of results, newest first:
+// click an image for the full-size viewer (arrows go through all of them), and each result has a
+// button that loads the workflow that made it.
 
 export class QueuePanel {
   constructor({ api, counter, panel, onLoadWorkflow, onOpenImages }) {
@@ -47,7 +49,18 @@ export class QueuePanel {
     clear.addEventListener("click", async () => { await this.api.clearQueue(); this.refresh(); });
     this.panel.append(clear);
     section("History");
-    for (const [promptId, entry] of Object.entries(history).reverse()) this.panel.append(this.#historyItem(promptId, entry));
+    const gallery = document.createElement("div");
+    gallery.className = "gallery";
+    const all = [];
+    for (const [promptId, entry] of Object.entries(history).reverse()) {
+      for (const tile of this.#historyTiles(promptId, entry, all)) gallery.append(tile);
+    }
+    if (!gallery.children.length) gallery.append(Object.assign(document.createElement("p"), { className: "empty", textContent: "Nothing run yet" }));
+    const clearHistory = document.createElement("button");
+    clearHistory.type = "button";
+    clearHistory.textContent = "Clear history";
+    clearHistory.addEventListener("click", async () => { await this.api.clearHistory(); this.refresh(); });
+    this.panel.append(gallery, clearHistory);
   }
 
   #item(item, kind) {
@@ -74,30 +87,41 @@ export class QueuePanel {
     return el;
   }
 
-  #historyItem(promptId, entry) {
-    const el = document.createElement("div");
-    el.className = `ng-queue-item history ${entry.status?.status_str ?? ""}`;
-    el.dataset.prompt = promptId;
+  /** One tile per output image of a history entry (one text tile when it made none). */
+  #historyTiles(promptId, entry, all) {
     const images = Object.values(entry.outputs ?? {}).flatMap((o) => o.images ?? []);
-    const label = document.createElement("span");
-    label.className = "label";
-    label.textContent = `${entry.prompt?.[0] ?? ""} ${entry.status?.status_str ?? ""}`;
-    el.append(label);
-    for (const ref of images.slice(0, 4)) {
-      const img = document.createElement("img");
-      img.src = this.api.viewUrl(ref, { preview: "webp;50" });
-      img.alt = ref.filename;
-      img.addEventListener("click", () => this.onOpenImages(images.map((r) => this.api.viewUrl(r)), images.indexOf(ref)));
-      el.append(img);
-    }
+    const status = entry.status?.status_str ?? "";
     const workflow = entry.prompt?.[3]?.extra_pnginfo?.workflow;
-    if (workflow) {
-      const load = document.createElement("button");
-      load.type = "button";
-      load.textContent = "Load";
-      load.addEventListener("click", () => this.onLoadWorkflow(workflow));
-      el.append(load);
-    }
-    return el;
+    const number = entry.prompt?.[0] ?? "";
+    const tile = (image) => {
+      const el = document.createElement("figure");
+      el.className = `ng-queue-item history tile ${status}`;
+      el.dataset.prompt = promptId;
+      if (image) {
+        const url = this.api.viewUrl(image);
+        const index = all.push(url) - 1;
+        const img = document.createElement("img");
+        img.src = this.api.viewUrl(image, { preview: "webp;70" });
+        img.alt = image.filename;
+        img.title = `${image.filename} — click for full size`;
+        img.addEventListener("click", () => this.onOpenImages(all, index));
+        el.append(img);
+      }
+      const caption = document.createElement("figcaption");
+      caption.className = "label";
+      caption.textContent = `#${number} ${status}`;
+      el.append(caption);
+      if (workflow) {
+        const load = document.createElement("button");
+        load.type = "button";
+        load.className = "load";
+        load.textContent = "Load workflow";
+        load.title = "Open the workflow that made this in a new tab";
+        load.addEventListener("click", () => this.onLoadWorkflow(workflow));
+        el.append(load);
+      }
+      return el;
+    };
+    return images.length ? images.map(tile) : [tile(null)];
   }
 }

@@ -4,6 +4,7 @@
 // a graph of hundreds of prompts costs no DOM.
 
 import { declaredInputs, defaultValue, hasSeedControl, isWidgetInput } from "./convert.js";
+import { isLinked } from "./widget_inputs.js";
 
 export const SEED_CONTROLS = ["fixed", "increment", "decrement", "randomize"];
 const CONTROL_WIDGET = "control_after_generate";
@@ -50,6 +51,7 @@ export function buildWidgets(node, def, app) {
           changed();
         }, { min: spec.options.min, max: spec.options.max, step2: step, step: step * 10, precision, round: spec.options.round });
         widget.tooltip = spec.options.tooltip;
+        widget.inputType = spec.type;
         if (hasSeedControl(spec)) {
           const control = editor.addWidget(node, "combo", CONTROL_WIDGET, "randomize", changed,
             { values: SEED_CONTROLS, serialize: false });
@@ -63,15 +65,15 @@ export function buildWidgets(node, def, app) {
         const widget = editor.addWidget(node, "toggle", spec.name, Boolean(value), changed,
           { on: spec.options.label_on ?? "true", off: spec.options.label_off ?? "false" });
         widget.tooltip = spec.options.tooltip;
+        widget.inputType = spec.type;
         break;
       }
       case "STRING": {
-        if (spec.options.multiline) {
-          editor.addCustomWidget(node, multilineWidget(spec.name, value ?? "", app, node));
-        } else {
-          const widget = editor.addWidget(node, "text", spec.name, value ?? "", changed, {});
-          widget.tooltip = spec.options.tooltip;
-        }
+        const widget = spec.options.multiline
+          ? editor.addCustomWidget(node, multilineWidget(spec.name, value ?? "", app, node))
+          : editor.addWidget(node, "text", spec.name, value ?? "", changed, {});
+        widget.tooltip = spec.options.tooltip;
+        widget.inputType = spec.type;
         break;
       }
       case "COMBO": {
@@ -81,6 +83,7 @@ export function buildWidgets(node, def, app) {
           if (spec.options.image_upload) app.showInputImage(node, v);
         }, { values: () => app.choicesOf(node.type, spec.name) ?? choices });
         widget.tooltip = spec.options.tooltip;
+        widget.inputType = "COMBO";
         if (spec.options.image_upload) {
           const upload = editor.addWidget(node, "button", "upload", "image", () => app.pickImageFor(node, widget), { serialize: false });
           upload.label = "choose file to upload";
@@ -94,13 +97,18 @@ export function buildWidgets(node, def, app) {
   }
 }
 
-/** After a queue: move every seed whose control says so (ComfyUI's default "after" mode). */
+/** After a queue: move every seed whose control says so (ComfyUI's default "after" mode). A seed
+ * fed by a link is left alone: its value comes from the other end (a PrimitiveNode moves its own). */
 export function applySeedControls(nodes) {
   for (const node of nodes) {
     if (node.mode === 2 || node.mode === 4) continue;
     for (const control of node.widgets ?? []) {
       const seed = control.seedWidget;
-      if (!seed) continue;
+      if (!seed || isLinked(node, seed)) continue;
+      if (Array.isArray(seed.options.values) || typeof seed.options.values === "function") {
+        moveCombo(seed, control.value);
+        continue;
+      }
       const min = seed.options.min ?? 0;
       const max = Math.min(seed.options.max ?? RANDOM_MAX, RANDOM_MAX);
       const step = seed.options.step2 ?? 1;
@@ -112,23 +120,21 @@ export function applySeedControls(nodes) {
         default: continue;
       }
       seed.value = Math.max(min, Math.min(max, v));
+      seed.callback?.(seed.value);
     }
   }
 }
 
-/** Replace the choices of every combo widget from fresh definitions (e.g. new model files). */
-export function refreshCombos(nodes, defs) {
-  for (const node of nodes) {
-    const def = defs[node.type];
-    if (!def) continue;
-    for (const spec of declaredInputs(def)) {
-      if (spec.type !== "COMBO") continue;
-      const widget = node.widgets?.find((w) => w.name === spec.name);
-      if (widget && spec.choices?.length && !spec.choices.includes(widget.value) && widget.value === "") {
-        widget.value = spec.choices[0];
-      }
-    }
-  }
+/** A combo driven by a PrimitiveNode's control: the next / previous / a random choice. */
+function moveCombo(widget, how) {
+  const values = typeof widget.options.values === "function" ? widget.options.values() : widget.options.values;
+  if (!values?.length || how === "fixed") return;
+  const at = Math.max(0, values.indexOf(widget.value));
+  const next = how === "increment" ? (at + 1) % values.length
+    : how === "decrement" ? (at - 1 + values.length) % values.length
+      : Math.floor(Math.random() * values.length);
+  widget.value = values[next];
+  widget.callback?.(widget.value);
 }
 
 // -- multi-line text ---------------------------------------------------------------------------

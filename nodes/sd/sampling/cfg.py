@@ -128,7 +128,7 @@ class CFGDenoiser:
             return self._denoise(x, sigma)
         try:
             return self._denoise(x, sigma)
-        except ModelPatchError:
+        except (ModelPatchError, torch.OutOfMemoryError):  # OOM stays itself: the memory policy handles it
             raise
         except (RuntimeError, IndexError) as exc:  # torch's shape and kernel errors from inside the UNet
             raise ModelPatchError(", ".join(dict.fromkeys(self.options.sources)),

@@ -148,6 +148,12 @@ def test_a_failing_patch_is_named(x):
     with pytest.raises(ModelPatchError, match="^SelfAttentionGuidance: needs"):
         denoiser(NO_OPTIONS.with_post_cfg(refusing, source="SelfAttentionGuidance"))[0](x, SIGMA)
 
+    def out_of_memory(step):
+        raise torch.OutOfMemoryError("no room")
+
+    with pytest.raises(torch.OutOfMemoryError):  # left as is, for the memory policy to handle
+        denoiser(NO_OPTIONS.with_post_cfg(out_of_memory, source="Big"))[0](x, SIGMA)
+
 
 def test_denoise_mask_function_reshapes_the_inpainting_mask(x):
     latent, noise = torch.full_like(x, 2.0), torch.zeros_like(x)
