@@ -17,6 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
+from nodegraph.cache import parse_size
+
 log = logging.getLogger(__name__)
 
 VRAM_BUDGET_ENV = "NODEGRAPH_VRAM_BUDGET"
@@ -101,6 +103,12 @@ class DeviceMemory:
             with self._lock:
                 self._release(models)
 
+    def drop(self, model: Loadable) -> None:
+        """Offload `model` if it is resident and idle (it is about to run another way, e.g. streamed)."""
+        with self._lock:
+            if model.key in self._resident and not self._in_use.get(model.key):
+                self._offload(model.key)
+
     def evict_all(self) -> None:
         """Offload every idle model (e.g. before a job that needs the whole device)."""
         with self._lock:
@@ -157,15 +165,6 @@ def _gb(n: int) -> str:
     return f"{n / 1024**3:.2f} GB"
 
 
-def parse_bytes(text: str) -> int:
-    """'6GB', '512MB', '1.5 GiB', '1000000' -> bytes (units are powers of 1024)."""
-    value = text.strip().upper().replace(" ", "").removesuffix("B").removesuffix("I")
-    scale = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-    if value and value[-1] in scale:
-        return int(float(value[:-1]) * scale[value[-1]])
-    return int(float(value))
-
-
 _MANAGERS: dict[str, DeviceMemory] = {}
 _MANAGERS_LOCK = threading.Lock()
 
@@ -188,7 +187,7 @@ def vram_budget(device) -> int:
     """NODEGRAPH_VRAM_BUDGET if set, else the device's total memory minus DEFAULT_VRAM_MARGIN."""
     text = os.environ.get(VRAM_BUDGET_ENV, "").strip()
     if text:
-        return parse_bytes(text)
+        return parse_size(text)
     import torch
 
     total = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else 0

@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 
 from nodegraph import NodeInputError
+from nodegraph.cache import parse_size
 
-from .device_memory import InsufficientMemoryError, manager_for, parse_bytes
+from .device_memory import InsufficientMemoryError, manager_for
 
 RAM_BUDGET_ENV = "NODEGRAPH_RAM_BUDGET"
 
@@ -60,7 +61,7 @@ def memory_limit(device=None) -> int:
         return min(free, max(0, manager.budget - manager.resident_bytes()))
     text = os.environ.get(RAM_BUDGET_ENV, "").strip()
     if text:
-        return parse_bytes(text)
+        return parse_size(text)
     return available_ram()
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from nodes.sd import device_memory
+from nodes.sd.block_streaming import lowvram_requested, stream_blocks
 from nodes.sd.lora import Adapter
 from nodes.sd.model_options import NO_OPTIONS, ModelOptions
 from nodes.sd.sampling.model_sampling import ModelSampling, ModelSamplingEPS
@@ -292,13 +293,32 @@ class ModelPatcher:
         """
         device = torch.device(device) if device is not None else self.load_device
         state = self._state
-        with state.lock, self._resident_on(device, working):
-            module = self.patch_model(device)
-            state.in_use += 1
-            try:
-                yield module
-            finally:
-                state.in_use -= 1
+        with state.lock:
+            if self._streams_on(device, working):  # patched where the weights stay, then streamed
+                placement = stream_blocks(self.patch_model(self.offload_device), device)
+            else:
+                placement = self._resident_on(device, working)
+            with placement as streamed:
+                module = streamed if streamed is not None else self.patch_model(device)
+                state.in_use += 1
+                try:
+                    yield module
+                finally:
+                    state.in_use -= 1
+
+    def _streams_on(self, device: torch.device, working: int) -> bool:
+        """Low-VRAM mode for this call: asked for (NODEGRAPH_LOWVRAM), or the weights and the call's working
+        memory exceed the device budget on their own. The module then stays on the offload device and
+        block_streaming copies one block at a time onto `device`."""
+        manager = device_memory.manager_for(device)
+        if manager is None:
+            return False
+        if not lowvram_requested() and self.model_size() + working <= manager.budget:
+            return False
+        if self._state.residency is not None:
+            manager.drop(self._state.residency)  # resident from an earlier call: back to the offload device
+        log.info("streaming %s block by block onto %s (low-VRAM mode)", type(self.model).__name__, device)
+        return True
 
     def _resident_on(self, device: torch.device, working: int):
         """Room for the weights (and `working` bytes) on a GPU, from the device memory manager."""

@@ -2,11 +2,14 @@
 use never evicted; and its wiring into ModelPatcher.applied() (on the CPU, with a forced manager)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
+from nodegraph.cache import parse_size
 from nodes.sd import device_memory
-from nodes.sd.device_memory import DeviceMemory, InsufficientMemoryError, parse_bytes
+from nodes.sd.device_memory import DeviceMemory, InsufficientMemoryError
 from nodes.sd.patcher import ModelPatcher
 
 MB = 1024**2
@@ -125,10 +128,27 @@ def test_a_model_nobody_holds_leaves_the_books():
 
 
 def test_budget_strings():
-    assert parse_bytes("6GB") == 6 * 1024**3
-    assert parse_bytes("512 MiB") == 512 * MB
-    assert parse_bytes("1.5G") == int(1.5 * 1024**3)
-    assert parse_bytes("1000") == 1000
+    assert parse_size("6GB") == 6 * 1024**3
+    assert parse_size("512 MiB") == 512 * MB
+    assert parse_size("1.5G") == int(1.5 * 1024**3)
+    assert parse_size("1000") == 1000
+
+
+def test_memory_options_on_the_command_line_reach_the_model_code(monkeypatch):
+    from nodegraph import cli
+    from nodes.sd.block_streaming import lowvram_requested
+    from nodes.sd.device import weight_mode
+
+    for env in cli.MEMORY_ENV.values():
+        monkeypatch.setenv(env, "")  # recorded, so what the options set is undone after the test
+    args = cli._build_parser().parse_args(["run", "w.json", "--vram-budget", "3GB", "--lowvram", "--weights", "fp32",
+                                           "--ram-budget", "6GB"])
+    cli._export_memory_options(args)
+    assert device_memory.vram_budget(torch.device("cuda")) == 3 * 1024**3
+    assert lowvram_requested() and weight_mode() == "fp32"
+    assert os.environ["NODEGRAPH_RAM_BUDGET"] == "6GB"
+    with pytest.raises(cli.UsageError, match="--vram-budget"):
+        cli._export_memory_options(cli._build_parser().parse_args(["run", "w.json", "--vram-budget", "lots"]))
 
 
 def test_budget_from_the_environment(monkeypatch):

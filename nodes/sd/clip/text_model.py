@@ -3,7 +3,7 @@ attributes and outputs, so checkpoints, LoRA key maps and the encoder code use i
 
 Why not transformers' own class: importing `transformers.models.clip` costs ~2.6 s on this project's
 2-core machine (most of a cold `nodegraph run`); this is the same arithmetic in ~100 lines, checked
-against transformers' CLIPTextModel in tests/sd/clip/test_text_model.py.
+against transformers' CLIPTextModel in tests/sd/clip/test_bpe.py.
 """
 from __future__ import annotations
 
