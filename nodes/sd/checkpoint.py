@@ -106,8 +106,8 @@ def checkpoint_from_state_dict(
     vae = load_weights(lambda: AutoencoderKL(vae_config), vae_source, "VAE", path, dev,
                        device_policy.vae_dtype(dev), lean=True)
 
-    clip_sd = clip_state_dict_from_checkpoint({k: _owned(source, k) for k in list(source.shapes)
-                                               if k.startswith(CLIP_PREFIX)})
+    clip_keys = [k for k in source.shapes if k.startswith(CLIP_PREFIX)]
+    clip_sd = clip_state_dict_from_checkpoint(dict(zip(clip_keys, _owned(source, clip_keys), strict=True)))
     if not clip_sd:
         log.warning("%s: no CLIP text encoder weights ('%s*'); text encoding will not work", path, CLIP_PREFIX)
 
@@ -181,8 +181,8 @@ def load_weights(
                     ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else ""))
     mode = device_policy.weight_mode() if lean else "fp32"
     tensors, narrow = {}, False
-    for k in expected:
-        src = source.take(k)
+    keys = list(expected)
+    for k, src in zip(keys, source.take_many(keys), strict=True):
         kept = device_policy.storage_dtype(src.dtype, dtype, mode)
         narrow |= src.is_floating_point() and kept != dtype
         tensor = src.to(device=device, dtype=kept)
@@ -221,9 +221,9 @@ def _no_init(tensor, *args, **kwargs):
     return tensor
 
 
-def _owned(source: TensorSource, key: str) -> torch.Tensor:
-    tensor = source.take(key)
-    return tensor if source.owned else tensor.clone()
+def _owned(source: TensorSource, keys: list[str]) -> list[torch.Tensor]:
+    """The tensors of `keys`, copied where they would view a mapped file."""
+    return [t if source.owned else t.clone() for t in source.take_many(keys)]
 
 
 def _load_checkpoint_uncached(path: Path, dev: torch.device) -> LoadedCheckpoint:

@@ -8,12 +8,16 @@ with `torch.load(weights_only=True)`, so a checkpoint cannot run code on this ma
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import pickle
 import struct
 import warnings
 import zipfile
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -61,9 +65,11 @@ class TensorSource:
     tensors for a .safetensors file) without reading, `take(key)` returns the real tensor, read now."""
 
     def __init__(self, shapes: Mapping[str, torch.Tensor], take: Callable[[str], torch.Tensor],
-                 path: Path | None = None, *, owned: bool = False):
+                 path: Path | None = None, *, owned: bool = False,
+                 take_many: Callable[[list[str]], Iterator[torch.Tensor]] | None = None):
         self.shapes = shapes
         self._take = take
+        self._take_many = take_many
         self.path = path
         # False when taken tensors may view a mapping of the file (torch.load(mmap=True)), so a model
         # that keeps them must copy them to let the mapping go.
@@ -72,11 +78,18 @@ class TensorSource:
     def take(self, key: str) -> torch.Tensor:
         return self._take(key)
 
+    def take_many(self, keys: list[str]) -> Iterator[torch.Tensor]:
+        """`take` of each key in order; a file source reads ahead in parallel."""
+        if self._take_many is not None:
+            return self._take_many(list(keys))
+        return map(self._take, keys)
+
     def with_prefix(self, prefix: str) -> TensorSource:
         """The tensors whose name starts with `prefix`, named without it."""
         n = len(prefix)
+        many = None if self._take_many is None else (lambda keys: self._take_many([prefix + k for k in keys]))
         return TensorSource({k[n:]: v for k, v in self.shapes.items() if k.startswith(prefix)},
-                            lambda key: self._take(prefix + key), self.path, owned=self.owned)
+                            lambda key: self._take(prefix + key), self.path, owned=self.owned, take_many=many)
 
     @classmethod
     def of(cls, sd: Mapping[str, torch.Tensor], *, consume: bool = False, path: Path | None = None,
@@ -146,36 +159,84 @@ _SAFETENSORS_ERRORS = (SafetensorError, OSError, ValueError, RuntimeError, TypeE
 
 
 class _SafetensorsReader:
-    """One open .safetensors file; each tensor is read with pread into memory of its own."""
+    """One open .safetensors file (its header checked by safetensors); each tensor is read with pread(2)
+    into memory of its own. Several tensors are read by a few threads at once (`read_many`): the reads
+    and the page faults of the fresh memory run outside the GIL, which halves a warm checkpoint load on
+    2 cores (docs/performance.md, "Checkpoint load")."""
 
     def __init__(self, path: Path):
         self.path = path
         with self._errors():
-            try:
-                self._file = safe_open(str(path), framework="pt", device="cpu", backend="pread")
-            except TypeError:  # safetensors < 0.8 has no pread backend: copy each tensor out of the mapping
-                self._file = safe_open(str(path), framework="pt", device="cpu")
-                self._copy = True
-            else:
-                self._copy = False
+            self._file = safe_open(str(path), framework="pt", device="cpu")  # validates header and offsets
             self.shapes = {}
             for key in self._file.keys():
                 info = self._file.get_slice(key)
                 self.shapes[key] = torch.empty(info.get_shape(), dtype=_SAFETENSORS_DTYPES[info.get_dtype()],
                                                device="meta")
+            self._offsets, self._data_start = _safetensors_offsets(path)
+            self._fd = os.open(path, os.O_RDONLY)  # one descriptor: the file checked above is the one read
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
 
     def read(self, key: str) -> torch.Tensor:
-        with self._errors():
-            tensor = self._file.get_tensor(key)
-        return tensor.clone() if self._copy else tensor
+        meta = self.shapes[key]
+        begin, end = self._offsets[key]
+        buffer = torch.empty(end - begin, dtype=torch.uint8)
+        if end > begin:
+            view = memoryview(buffer.numpy())
+            with self._errors():
+                done = 0
+                while done < len(view):
+                    n = os.preadv(self._fd, [view[done:]], self._data_start + begin + done)
+                    if n == 0:
+                        raise OSError(f"unexpected end of file reading {key!r}")
+                    done += n
+        return buffer.view(meta.dtype).reshape(meta.shape)
+
+    def read_many(self, keys: list[str]) -> Iterator[torch.Tensor]:
+        """`read` of each key, in order, with up to READ_AHEAD_BYTES read ahead by READ_THREADS threads."""
+        with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="safetensors-read") as pool:
+            pending: deque = deque()
+            ahead, queued = 0, iter(keys)
+            for key in queued:
+                pending.append((pool.submit(self.read, key), self._nbytes(key)))
+                ahead += pending[-1][1]
+                while ahead > READ_AHEAD_BYTES and len(pending) > 1:
+                    future, size = pending.popleft()
+                    ahead -= size
+                    yield future.result()
+            while pending:
+                yield pending.popleft()[0].result()
+
+    def _nbytes(self, key: str) -> int:
+        begin, end = self._offsets[key]
+        return end - begin
 
     def source(self) -> TensorSource:
         if not self.shapes:
             raise ModelLoadError(self.path, "the file holds no tensors; it is not a model file")
-        return TensorSource(self.shapes, self.read, self.path, owned=True)
+        return TensorSource(self.shapes, self.read, self.path, owned=True, take_many=self.read_many)
 
     def _errors(self):
         return _safetensors_errors(self.path)
+
+
+# Parallel reads for a checkpoint load: enough threads to overlap page faults and copies on a few cores,
+# and a bounded window so an fp32 load never holds much more than one extra copy of what it converts.
+READ_THREADS = min(4, os.cpu_count() or 1)
+READ_AHEAD_BYTES = 256 * 1024**2
+
+
+def _safetensors_offsets(path: Path) -> tuple[dict[str, tuple[int, int]], int]:
+    """{name: (begin, end)} byte offsets within the data section, and where that section starts."""
+    with open(path, "rb") as f:
+        header_len = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(header_len))
+    header.pop("__metadata__", None)
+    return {k: tuple(v["data_offsets"]) for k, v in header.items()}, 8 + header_len
 
 
 @contextlib.contextmanager
