@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_INVALID
     try:
+        _export_memory_options(args)
         return args.handler(args)
     except ValidationError as exc:
         print(f"error: invalid workflow\n{exc.describe()}", file=sys.stderr)
@@ -71,6 +72,35 @@ def _common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     parser.add_argument("--input-dir", type=Path, default=default(None))
     parser.add_argument("--output-dir", type=Path, default=default(None), help="where Save Image writes")
     parser.add_argument("--custom-nodes", type=Path, default=default(None), help="a folder of custom node packs")
+    memory = parser.add_argument_group("memory (docs/performance.md)")
+    memory.add_argument("--weights", choices=["lean", "fp32"], default=default(None),
+                        help="lean (default): an fp16 file's weights stay fp16 on the CPU, half the memory; "
+                             "fp32: all cast at load")
+    memory.add_argument("--ram-budget", default=default(None), metavar="SIZE",
+                        help="refuse or tile work whose tensors would exceed this, e.g. 8GB (default: free memory)")
+    memory.add_argument("--vram-budget", default=default(None), metavar="SIZE",
+                        help="what models may hold on the GPU (default: its memory minus 1.5 GB)")
+    memory.add_argument("--lowvram", action="store_true", default=default(False),
+                        help="stream model blocks onto the GPU one at a time (4 GB cards)")
+
+
+# The memory options reach the model code (which reads them where it decides) as environment variables,
+# so they also hold in processes this one starts.
+MEMORY_ENV = {"weights": "NODEGRAPH_WEIGHTS", "ram_budget": "NODEGRAPH_RAM_BUDGET",
+              "vram_budget": "NODEGRAPH_VRAM_BUDGET", "lowvram": "NODEGRAPH_LOWVRAM"}
+
+
+def _export_memory_options(args: argparse.Namespace) -> None:
+    for name, env in MEMORY_ENV.items():
+        value = getattr(args, name, None)
+        if value in (None, False):
+            continue
+        if name.endswith("budget"):
+            try:
+                parse_size(value)
+            except ValueError:
+                raise UsageError(f"--{name.replace('_', '-')} {value!r}: expected a size such as 8GB") from None
+        os.environ[env] = "1" if value is True else str(value)
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from nodegraph import Combo, Float, Input, Int, Node, NodeInputError, Output
 from nodegraph.contract import MAX_RESOLUTION
 
 from .image_ops import LATENT_UPSCALE_METHODS, upscale
+from .sd import memory_limits
 
 
 class EmptyLatentImage(Node):
@@ -24,7 +25,10 @@ class EmptyLatentImage(Node):
             if value % 8:  # ComfyUI silently floors; a surprise size is worse than a clear error
                 raise NodeInputError(name, f"{value} is not a multiple of 8 (latents are 1/8 of the image); "
                                            f"use {value // 8 * 8} or {value // 8 * 8 + 8}")
-        return ({"samples": torch.zeros([batch_size, 4, height // 8, width // 8])},)
+        shape = [batch_size, 4, height // 8, width // 8]
+        memory_limits.require("batch_size", f"{batch_size} empty latent(s) of {width}x{height}",
+                              4 * shape[0] * shape[1] * shape[2] * shape[3])
+        return ({"samples": torch.zeros(shape)},)
 
 
 class VAEDecode(Node):

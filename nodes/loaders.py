@@ -27,6 +27,7 @@ from .sd.model_configs import ModelConfigError, config_names, config_path, read_
 from .sd.patcher import ModelPatcher
 from .sd.state_dict import load_state_dict
 from .sd.vae_runtime import VAE
+from .sd.weight_casting import enable_casting
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,12 @@ def load_checkpoint_models(path: Path) -> tuple[ModelPatcher, object, VAE]:
 
     def build():
         ckpt = load_checkpoint(path, device=device)
+        compute = device_policy.text_encoder_dtype(device)
+        kept = device_policy.storage_dtype(ckpt.clip_weight_dtype, compute)  # lean: the file's fp16
         clip = load_clip_from_state_dict(ckpt.clip_state_dict, embeddings_dir=embeddings_dir(),
-                                         device=device, dtype=device_policy.text_encoder_dtype(device))
+                                         device=device, dtype=kept)
+        if kept != compute:
+            enable_casting(clip.text_model, compute)
         return _Bundle(ModelPatcher(ckpt.unet, device, "cpu"), clip, VAE(ckpt.vae))
 
     bundle = MODEL_CACHE.get_or_load(("checkpoint-models", *file_identity(path), str(device), str(embeddings_dir())),

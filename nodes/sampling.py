@@ -11,6 +11,7 @@ import torch
 
 from nodegraph import Combo, Float, Input, Int, Node, NodeInputError, Output, ProgressBar, check_cancelled
 
+from .sd import memory_limits
 from .sd.concat_inputs import concat_inputs
 from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, SamplerError
 from .sd.sampling.ksampler import sample
@@ -32,6 +33,7 @@ def check_latent(model, samples: torch.Tensor, input_name: str = "latent_image")
     if samples.ndim != 4 or samples.shape[1] != channels:
         raise NodeInputError(input_name, f"this model takes latents with {channels} channels "
                                          f"[B, {channels}, h, w], got shape {tuple(samples.shape)}")
+    memory_limits.require_for_sampling(model, samples, input_name)  # refuse before allocating anything
 
 
 @contextmanager
@@ -39,7 +41,8 @@ def running_model(model, samples: torch.Tensor, noise_mask: torch.Tensor | None,
     """The MODEL on its device with its weight patches applied, as model_fn(x_in, timesteps, context,
     control, patch_context) -> the UNet's output in float32; an inpainting / pix2pix UNet also gets its
     extra input channels. (The MODEL's sampling options act through the denoiser, see cfg.py.)"""
-    with torch.inference_mode(), model.applied() as unet, cpu_threads(unet):
+    working = memory_limits.sampling_bytes(model, samples)  # room the device memory manager keeps on a GPU
+    with torch.inference_mode(), model.applied(working=working) as unet, cpu_threads(unet):
         dtype = model.model_dtype()
         device = model.load_device
         concat = inpaint_concat(unet.config.in_channels, samples, noise_mask, positive)

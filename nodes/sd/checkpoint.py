@@ -1,11 +1,14 @@
 """Loading SD1.x single-file checkpoints and standalone VAE files into our UNet / VAE modules.
 
-Modules are built on the meta device (no random init of ~1 GB of weights) and the file's tensors are
-assigned in; every key and shape is checked first and mismatches are named.
+Modules are built on the meta device (no random init of ~1 GB of weights); every key and shape is
+checked against the file's header first and mismatches are named; then each tensor is read, kept in
+its storage dtype (the file's in the lean weight mode, see nodes.sd.device) and assigned in, one at a
+time, so loading never holds the file and the model side by side.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +20,11 @@ from nodes.sd import device as device_policy
 from nodes.sd.errors import MissingKeysError, ModelLoadError, NotAnSDCheckpointError
 from nodes.sd.model_cache import MODEL_CACHE, file_identity
 from nodes.sd.model_detection import describe_state_dict, unet_config_from_state_dict, vae_config_from_state_dict
-from nodes.sd.state_dict import load_state_dict, split_by_prefix
+from nodes.sd.state_dict import TensorSource, load_state_dict, open_tensor_source, split_by_prefix
 from nodes.sd.unet import UNetConfig, UNetModel
 from nodes.sd.vae import AutoencoderKL, VAEConfig
 from nodes.sd.vae_keys import is_diffusers_vae, vae_diffusers_to_ldm
+from nodes.sd.weight_casting import enable_casting
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,12 @@ class LoadedCheckpoint:
     unet_config: UNetConfig
     vae_config: VAEConfig
     path: Path | None
+
+    @property
+    def clip_weight_dtype(self) -> torch.dtype:
+        """The file's dtype of the text encoder's weights (its token embedding's)."""
+        token = self.clip_state_dict.get("text_model.embeddings.token_embedding.weight")
+        return token.dtype if token is not None else torch.float32
 
 
 def load_checkpoint(path: str | Path, *, device: torch.device | str | None = None, use_cache: bool = True) -> LoadedCheckpoint:
@@ -67,39 +77,43 @@ def load_vae_file(path: str | Path, *, device: torch.device | str | None = None,
 
 
 def checkpoint_from_state_dict(
-    sd: Mapping[str, torch.Tensor],
+    sd: Mapping[str, torch.Tensor] | TensorSource,
     *,
     device: torch.device | str = "cpu",
     path: Path | None = None,
     consume: bool = False,
 ) -> LoadedCheckpoint:
-    """Build the models from an already-loaded single-file state dict (full key names).
+    """Build the models from a single-file state dict (full key names) or a lazy `TensorSource`.
 
     consume=True empties `sd` (a dict) while loading, so each source tensor is freed as soon as its
-    cast copy exists: peak memory ≈ the loaded models instead of file + models (5.9 → ~4 GB for SD1.5).
+    model copy exists: peak memory ≈ the loaded models instead of file + models.
     """
     dev = torch.device(device)
-    unet_sd = _take_prefix(sd, UNET_PREFIX, consume)
-    if not unet_sd:
-        raise NotAnSDCheckpointError(path, f"no '{UNET_PREFIX}*' UNet weights; {describe_state_dict(sd)}")
-    unet_config = unet_config_from_state_dict(unet_sd, path)
-    unet = load_weights(lambda: UNetModel(unet_config), unet_sd, "UNet", path, dev, device_policy.unet_dtype(dev),
-                        consume=consume)
+    source = sd if isinstance(sd, TensorSource) else TensorSource.of(sd, consume=consume, path=path)
+    path = path or source.path
+    unet_source = source.with_prefix(UNET_PREFIX)
+    if not unet_source.shapes:
+        raise NotAnSDCheckpointError(path, f"no '{UNET_PREFIX}*' UNet weights; {describe_state_dict(source.shapes)}")
+    unet_config = unet_config_from_state_dict(unet_source.shapes, path)
+    unet = load_weights(lambda: UNetModel(unet_config), unet_source, "UNet", path, dev,
+                        device_policy.unet_dtype(dev), lean=True)
 
-    vae_sd = _take_prefix(sd, VAE_PREFIX, consume)
-    if not vae_sd:
+    vae_source = source.with_prefix(VAE_PREFIX)
+    if not vae_source.shapes:
         raise ModelLoadError(path, f"the checkpoint has no VAE ('{VAE_PREFIX}*' keys); load a VAE file separately")
-    vae_config = vae_config_from_state_dict(vae_sd, path)
-    vae = load_weights(lambda: AutoencoderKL(vae_config), _vae_attention_as_conv(vae_sd), "VAE", path, dev,
-                       device_policy.vae_dtype(dev), consume=consume)
+    vae_source = _vae_attention_as_conv(vae_source)
+    vae_config = vae_config_from_state_dict(vae_source.shapes, path)
+    vae = load_weights(lambda: AutoencoderKL(vae_config), vae_source, "VAE", path, dev,
+                       device_policy.vae_dtype(dev), lean=True)
 
-    clip_sd = clip_state_dict_from_checkpoint(sd)
+    clip_keys = [k for k in source.shapes if k.startswith(CLIP_PREFIX)]
+    clip_sd = clip_state_dict_from_checkpoint(dict(zip(clip_keys, _owned(source, clip_keys), strict=True)))
     if not clip_sd:
         log.warning("%s: no CLIP text encoder weights ('%s*'); text encoding will not work", path, CLIP_PREFIX)
 
     known = (UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX)
-    ignored = [k for k in sd if not k.startswith(known)]
-    if ignored:  # model_ema.*, alphas_cumprod, betas, ... : training leftovers we do not need
+    ignored = [k for k in source.shapes if not k.startswith(known)]
+    if ignored:  # model_ema.*, alphas_cumprod, betas, ... : training leftovers we do not need (never read)
         log.debug("%s: ignored %d non-model tensors (e.g. %s)", path, len(ignored), ignored[0])
     log.info("loaded SD1.x checkpoint %s (UNet in_channels=%d, %s)", path, unet_config.in_channels, dev)
     return LoadedCheckpoint(unet, vae, clip_sd, unet_config, vae_config, path)
@@ -134,48 +148,86 @@ def vae_state_dict_from_file_sd(sd: Mapping[str, torch.Tensor], path: Path | Non
 
 def load_weights(
     make: Callable[[], nn.Module],
-    sd: Mapping[str, torch.Tensor],
+    sd: Mapping[str, torch.Tensor] | TensorSource,
     part: str,
     path: Path | None,
     device: torch.device,
     dtype: torch.dtype,
     *,
     consume: bool = False,
+    lean: bool = False,
 ) -> nn.Module:
-    """Build `make()` on meta, check keys and shapes against `sd`, then assign the (cast) tensors.
+    """Build `make()` on meta, check keys and shapes against `sd`, then assign the tensors, in `dtype`.
 
-    consume=True pops each tensor from `sd` (a dict) as it is cast, freeing the source early.
+    lean=True keeps a weight narrower than `dtype` in its own dtype when the weight mode is `lean`
+    (nodes.sd.device.storage_dtype) and makes the module cast it as it computes; only for modules
+    whose `dtype` property reports the compute dtype (UNet, VAE). consume=True pops each tensor from
+    `sd` (a dict) as it is assigned, freeing the source early.
     """
-    with torch.device("meta"):
-        module = make()
+    source = sd if isinstance(sd, TensorSource) else TensorSource.of(sd, consume=consume, path=path)
+    module = build_on_meta(make)
     expected = module.state_dict()
-    missing = [k for k in expected if k not in sd]
+    shapes = source.shapes
+    missing = [k for k in expected if k not in shapes]
     mismatched = [
-        f"{k} {tuple(sd[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in expected.items() if k in sd and sd[k].shape != v.shape
+        f"{k} {tuple(shapes[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items() if k in shapes and shapes[k].shape != v.shape
     ]
     if missing or mismatched:
         raise MissingKeysError(path, part, missing, mismatched)
-    unexpected = [k for k in sd if k not in expected]
+    unexpected = [k for k in shapes if k not in expected]
     if unexpected:
         log.warning("%s: ignoring %d unexpected %s weight(s): %s", path, len(unexpected), part,
                     ", ".join(unexpected[:10]) + (" ..." if len(unexpected) > 10 else ""))
-    tensors = {}
-    for k in expected:
-        src = sd.pop(k) if consume else sd[k]
-        tensors[k] = src.to(device=device, dtype=dtype if src.is_floating_point() else None)
-        del src
+    mode = device_policy.weight_mode() if lean else "fp32"
+    tensors, narrow = {}, False
+    keys = list(expected)
+    for k, src in zip(keys, source.take_many(keys), strict=True):
+        kept = device_policy.storage_dtype(src.dtype, dtype, mode)
+        narrow |= src.is_floating_point() and kept != dtype
+        tensor = src.to(device=device, dtype=kept)
+        if tensor is src and not source.owned:
+            tensor = src.clone()  # never keep a view of a mapped file or of the caller's dict
+        tensors[k] = tensor
+        del src, tensor
     module.load_state_dict(tensors, strict=True, assign=True)
+    if narrow:
+        enable_casting(module, dtype)
     return module.eval().requires_grad_(False)
 
 
+_NO_INIT_LOCK = threading.Lock()
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+                   "xavier_uniform_", "xavier_normal_", "zeros_", "ones_", "constant_")
+
+
+def build_on_meta(make: Callable[[], nn.Module]) -> nn.Module:
+    """`make()` on the meta device with torch.nn.init's initialisers switched off: the file's weights
+    replace them anyway, and a random init on meta goes through torch's Python reference kernels
+    (0.75 s the first time in a process, then 0.2 s per SD1.5 UNet: most of a cold start's model build)."""
+    with _NO_INIT_LOCK:
+        saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+        for name in saved:
+            setattr(nn.init, name, _no_init)
+        try:
+            with torch.device("meta"):
+                return make()
+        finally:
+            for name, fn in saved.items():
+                setattr(nn.init, name, fn)
+
+
+def _no_init(tensor, *args, **kwargs):
+    return tensor
+
+
+def _owned(source: TensorSource, keys: list[str]) -> list[torch.Tensor]:
+    """The tensors of `keys`, copied where they would view a mapped file."""
+    return [t if source.owned else t.clone() for t in source.take_many(keys)]
+
+
 def _load_checkpoint_uncached(path: Path, dev: torch.device) -> LoadedCheckpoint:
-    sd = load_state_dict(path)
-    ck = checkpoint_from_state_dict(sd, device=dev, path=path, consume=True)
-    # safetensors tensors are views of one private mmap of the whole file; if the CLIP tensors kept
-    # viewing it, the entire file would stay mapped (and counted in RSS) after UNet/VAE were cast.
-    ck.clip_state_dict = {k: v.clone() for k, v in ck.clip_state_dict.items()}
-    return ck
+    return checkpoint_from_state_dict(open_tensor_source(path), device=dev, path=path)
 
 
 def _load_vae_uncached(path: Path, dev: torch.device) -> AutoencoderKL:
@@ -184,25 +236,26 @@ def _load_vae_uncached(path: Path, dev: torch.device) -> AutoencoderKL:
     if extra and len(extra) == len(sd):
         raise NotAnSDCheckpointError(path, f"not a VAE file; {describe_state_dict(sd)}")
     config = vae_config_from_state_dict(sd, path)
-    vae = load_weights(lambda: AutoencoderKL(config), sd, "VAE", path, dev, device_policy.vae_dtype(dev))
+    vae = load_weights(lambda: AutoencoderKL(config), TensorSource.of(sd, consume=True, path=path), "VAE", path,
+                       dev, device_policy.vae_dtype(dev), lean=True)
     log.info("loaded VAE %s (%s)", path, dev)
     return vae
 
 
-def _take_prefix(sd: Mapping[str, torch.Tensor], prefix: str, consume: bool) -> dict[str, torch.Tensor]:
-    if not consume:
-        return split_by_prefix(sd, prefix)
-    keys = [k for k in sd if k.startswith(prefix)]
-    return {k[len(prefix):]: sd.pop(k) for k in keys}
+def _vae_attention_as_conv(sd):
+    """Some re-saved SD checkpoints store the VAE mid-attention projections as Linear (C, C); our
+    AttnBlock keeps 1×1 convs. Works on a dict and on a lazy TensorSource alike."""
+    def is_linear(k, v):
+        return ".mid.attn_1." in k and k.endswith(".weight") and v.ndim == 2
 
-
-def _vae_attention_as_conv(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # Some re-saved SD checkpoints store the VAE mid-attention projections as Linear (C, C).
-    out = dict(sd)
-    for k, v in sd.items():
-        if ".mid.attn_1." in k and k.endswith(".weight") and v.ndim == 2:
-            out[k] = v[:, :, None, None]
-    return out
+    if isinstance(sd, TensorSource):
+        linear = {k for k, v in sd.shapes.items() if is_linear(k, v)}
+        if not linear:
+            return sd
+        shapes = {k: v[:, :, None, None] if k in linear else v for k, v in sd.shapes.items()}
+        return TensorSource(shapes, lambda k: sd.take(k)[:, :, None, None] if k in linear else sd.take(k),
+                            sd.path, owned=sd.owned)
+    return {k: v[:, :, None, None] if is_linear(k, v) else v for k, v in sd.items()}
 
 
 def _identity(path: Path) -> tuple[str, int, int]:

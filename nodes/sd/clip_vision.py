@@ -7,11 +7,13 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 import torch.nn.functional as F
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+if TYPE_CHECKING:  # transformers is imported where a vision model is built: it costs seconds of a cold start
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from . import device as device_policy
 from .device import cpu_threads
@@ -112,6 +114,8 @@ def clip_preprocess(image: torch.Tensor, size: int, mean=OPENAI_MEAN, std=OPENAI
 
 def detect_vision_config(sd: Mapping[str, torch.Tensor]) -> CLIPVisionConfig:
     """The CLIPVisionConfig that fits these `vision_model.*` / `visual_projection.*` tensors."""
+    from transformers import CLIPVisionConfig
+
     try:
         width, channels, patch, _ = sd[PREFIX + "embeddings.patch_embedding.weight"].shape
         positions = sd[PREFIX + "embeddings.position_embedding.weight"].shape[0]
@@ -169,6 +173,8 @@ def build_clip_vision(sd: Mapping[str, torch.Tensor], *, device: torch.device | 
         config = detect_vision_config(sd)
     except ValueError as exc:
         raise ModelLoadError(path, f"CLIP vision weights are incomplete: {exc}") from None
+    from transformers import CLIPVisionModelWithProjection
+
     with torch.device("meta"):
         model = CLIPVisionModelWithProjection(config)
     model = model.to_empty(device=device).to(dtype)

@@ -1,8 +1,11 @@
-"""Where the SD models run and in which dtype: one small policy, overridable with NODEGRAPH_DEVICE.
+"""Where the SD models run, in which dtype they compute and in which dtype their weights are kept:
+one small policy, overridable with NODEGRAPH_DEVICE and NODEGRAPH_WEIGHTS.
 
-fp16 UNet / text encoder on CUDA (fast, SD1 is trained to tolerate it); fp32 everywhere on CPU
+fp16 UNet / text encoder on CUDA (fast, SD1 is trained to tolerate it); fp32 compute everywhere on CPU
 (CPU half kernels are slow or missing); the VAE in bf16 where supported, else fp32, because the SD
-VAE decoder overflows in fp16 and produces black images.
+VAE decoder overflows in fp16 and produces black images. Weights narrower than the compute dtype
+(an fp16 file on the CPU) stay narrow in the "lean" mode and are cast layer by layer as they are
+used (nodes.sd.weight_casting); the "fp32" mode casts them all once at load, as before.
 """
 from __future__ import annotations
 
@@ -21,6 +24,32 @@ def compute_device() -> torch.device:
     if override:
         return torch.device(override)
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+WEIGHTS_ENV = "NODEGRAPH_WEIGHTS"
+WEIGHT_MODES = ("lean", "fp32")
+# lean: half the resident memory of fp32 for an fp16 file, bit-identical outputs (fp16 -> fp32 is exact);
+# what the per-layer cast costs is measured in docs/performance.md ("Weights in the file's dtype").
+DEFAULT_WEIGHT_MODE = "lean"
+
+
+def weight_mode() -> str:
+    """`lean` (weights stay in the file's dtype when it is narrower than the compute dtype) or `fp32`
+    (every weight cast to the compute dtype at load); `NODEGRAPH_WEIGHTS` overrides the default."""
+    mode = os.environ.get(WEIGHTS_ENV, "").strip().lower() or DEFAULT_WEIGHT_MODE
+    if mode not in WEIGHT_MODES:
+        raise ValueError(f"{WEIGHTS_ENV}={mode!r}: expected one of {', '.join(WEIGHT_MODES)}")
+    return mode
+
+
+def storage_dtype(file_dtype: torch.dtype, compute: torch.dtype, mode: str | None = None) -> torch.dtype:
+    """The dtype a weight is kept in: the file's when lean and narrower than `compute`, else `compute`.
+    Non-float tensors (ids, counters) keep their dtype."""
+    if not file_dtype.is_floating_point:
+        return file_dtype
+    if (mode or weight_mode()) == "lean" and file_dtype.itemsize < compute.itemsize:
+        return file_dtype
+    return compute
 
 
 def unet_dtype(device: torch.device) -> torch.dtype:

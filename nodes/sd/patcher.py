@@ -15,9 +15,12 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
+from nodes.sd import device_memory
+from nodes.sd.block_streaming import lowvram_requested, stream_blocks
 from nodes.sd.lora import Adapter
 from nodes.sd.model_options import NO_OPTIONS, ModelOptions
 from nodes.sd.sampling.model_sampling import ModelSampling, ModelSamplingEPS
+from nodes.sd.weight_casting import compute_dtype, weight_bytes
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,55 @@ class _SharedState:
         self.backup: dict[str, torch.Tensor] = {}   # weight key → original tensor (on the offload device)
         self.applied: tuple[str, torch.device] | None = None  # (patches_uuid, device) written into the module
         self.in_use = 0                               # depth of `applied()` blocks holding the current weights
+        self.residency: _Residency | None = None      # the device memory manager's handle on the module
+
+
+class _Residency:
+    """What the device memory manager moves for one module (shared by all its patchers): loading puts the
+    module on the device (patches are written by patch_model after), offloading moves it back to the
+    offload device and restores the originals there."""
+
+    def __init__(self, module: nn.Module, state: _SharedState, offload_device: torch.device):
+        self._module = weakref.ref(module)  # the state lives as long as the module: no strong cycle
+        self._state = state
+        self.offload_device = offload_device
+
+    @property
+    def key(self) -> object:
+        return self
+
+    def weight_bytes(self) -> int:
+        module = self._module()
+        return weight_bytes(module) if module is not None else 0
+
+    def load_to(self, device) -> None:
+        module = self._module()
+        if module is not None:
+            with torch.inference_mode(False), torch.no_grad():
+                module.to(device)
+
+    def offload(self) -> None:
+        module = self._module()
+        if module is None:
+            return
+        with torch.inference_mode(False), torch.no_grad():
+            module.to(self.offload_device)
+            _restore_originals(module, self._state)  # the backups live on the offload device: no copies
+
+    def __repr__(self) -> str:
+        module = self._module()
+        return f"<{type(module).__name__ if module is not None else 'dead'} weights>"
+
+
+def _restore_originals(module: nn.Module, state: _SharedState) -> None:
+    """Put every backed-up original weight back (same storage, same bits when on the same device)."""
+    if state.backup:
+        weights = dict(module.state_dict(keep_vars=True))
+        for key, original in state.backup.items():
+            param = weights[key]
+            param.data = original if original.device == param.device else original.to(param.device)
+        state.backup.clear()
+    state.applied = None
 
 
 # Keyed by the module itself, so even independently created patchers of one module coordinate.
@@ -166,8 +218,12 @@ class ModelPatcher:
     # -- writing weights -----------------------------------------------------------------------------
 
     def patched_weight(self, key: str, original: torch.Tensor, device: Device | None = None) -> torch.Tensor:
-        """original + Σ strength·ΔW in fp32 on `device`, cast back to the original dtype. Patches that
-        change nothing (zero strength) are skipped."""
+        """original + Σ strength·ΔW in fp32 on `device`. Patches that change nothing (zero strength) are skipped.
+
+        The result is cast back to the original dtype, except where the original is kept narrower than
+        the module computes (lean weights: fp16 kept, fp32 computed): then it stays in the compute dtype,
+        so a patched model computes exactly what it computes with all weights in fp32, as ComfyUI does.
+        """
         device = torch.device(device) if device is not None else original.device
         w = original.to(device=device, dtype=torch.float32, copy=True)
         for strength, adapter in self.patches.get(key, ()):
@@ -176,7 +232,13 @@ class ModelPatcher:
                     adapter.add_to(w, strength)
                 except (ValueError, RuntimeError) as e:
                     raise ValueError(f"cannot patch {key}: {e}") from e
-        return w.to(original.dtype)
+        return w.to(self.patched_dtype(original.dtype))
+
+    def patched_dtype(self, original: torch.dtype) -> torch.dtype:
+        """The dtype a patched weight is kept (and saved) in: the original's, or the compute dtype when the
+        original is kept narrower (lean fp16 weights computing in fp32)."""
+        compute = compute_dtype(self.model)
+        return compute if original.itemsize < compute.itemsize else original
 
     def patch_model(self, device: Device | None = None) -> nn.Module:
         """Write this clone's patched weights into the module on `device` (default: load_device); return the module.
@@ -218,31 +280,55 @@ class ModelPatcher:
             return self.model
 
     def _restore(self) -> None:
-        state = self._state
-        if state.backup:
-            weights = self._weights()
-            for key, original in state.backup.items():
-                param = weights[key]
-                # Same device: the original tensor itself goes back (same storage, same bits).
-                param.data = original if original.device == param.device else original.to(param.device)
-            state.backup.clear()
-        state.applied = None
+        _restore_originals(self.model, self._state)
 
     @contextlib.contextmanager
-    def applied(self, device: Device | None = None) -> Iterator[nn.Module]:
+    def applied(self, device: Device | None = None, working: int = 0) -> Iterator[nn.Module]:
         """`with patcher.applied(device) as module:` — the module carries this clone's patches for the whole block.
 
         Weights stay patched afterwards (the next use of the same clone is free); another clone that tries to
         switch patches while the block runs gets PatcherBusyError (same thread) or waits (other threads).
+        On a GPU the block runs under the device memory manager: `working` bytes (the call's activations)
+        and the weights must fit its budget; idle models are offloaded to make room, never this one.
         """
+        device = torch.device(device) if device is not None else self.load_device
         state = self._state
         with state.lock:
-            module = self.patch_model(device)
-            state.in_use += 1
-            try:
-                yield module
-            finally:
-                state.in_use -= 1
+            if self._streams_on(device, working):  # patched where the weights stay, then streamed
+                placement = stream_blocks(self.patch_model(self.offload_device), device)
+            else:
+                placement = self._resident_on(device, working)
+            with placement as streamed:
+                module = streamed if streamed is not None else self.patch_model(device)
+                state.in_use += 1
+                try:
+                    yield module
+                finally:
+                    state.in_use -= 1
+
+    def _streams_on(self, device: torch.device, working: int) -> bool:
+        """Low-VRAM mode for this call: asked for (NODEGRAPH_LOWVRAM), or the weights and the call's working
+        memory exceed the device budget on their own. The module then stays on the offload device and
+        block_streaming copies one block at a time onto `device`."""
+        manager = device_memory.manager_for(device)
+        if manager is None:
+            return False
+        if not lowvram_requested() and self.model_size() + working <= manager.budget:
+            return False
+        if self._state.residency is not None:
+            manager.drop(self._state.residency)  # resident from an earlier call: back to the offload device
+        log.info("streaming %s block by block onto %s (low-VRAM mode)", type(self.model).__name__, device)
+        return True
+
+    def _resident_on(self, device: torch.device, working: int):
+        """Room for the weights (and `working` bytes) on a GPU, from the device memory manager."""
+        manager = device_memory.manager_for(device)
+        if manager is None:
+            return contextlib.nullcontext()
+        state = self._state
+        if state.residency is None:
+            state.residency = _Residency(self.model, state, self.offload_device)
+        return manager.use(state.residency, working=working)
 
     # -- facts for the cache and the memory manager ---------------------------------------------------
 
@@ -277,10 +363,8 @@ class ModelPatcher:
         return sum(a.nbytes() for a in adapters.values())
 
     def model_dtype(self) -> torch.dtype:
-        for p in self.model.parameters():
-            if p.is_floating_point():
-                return p.dtype
-        return torch.float32
+        """The dtype the model computes in (its inputs' dtype), whatever dtype its weights are kept in."""
+        return compute_dtype(self.model)
 
     def __repr__(self) -> str:
         return (f"ModelPatcher({type(self.model).__name__}, {len(self.patches)} patched keys, "

@@ -23,12 +23,12 @@ _CLIP_NOT_SAVED = ("text_projection.weight", "logit_scale")
 
 
 def patcher_tensors(patcher: ModelPatcher) -> Iterator[tuple[str, torch.Tensor]]:
-    """(key, tensor) of every parameter and persistent buffer, with this clone's patches, in the
-    module's own dtype, on the CPU."""
+    """(key, tensor) of every parameter and persistent buffer, with this clone's patches, in the dtype
+    it is held in (a patched weight of a lean fp16 model is held, and written, in fp32), on the CPU."""
     patched = patcher.patched_keys()
     for key, tensor in patcher.model.state_dict().items():
         if key in patched:
-            tensor = patcher.weight(key, "cpu").to(tensor.dtype)
+            tensor = patcher.weight(key, "cpu").to(patcher.patched_dtype(patcher.backup.get(key, tensor).dtype))
         else:  # the module may hold another clone's patches right now: write the original
             tensor = patcher.backup.get(key, tensor)
         yield key, tensor.detach().cpu().contiguous()

@@ -1,20 +1,27 @@
 """Reading weight files into flat `{name: tensor}` dicts, safely.
 
-`.safetensors` is memory-mapped; pickle-based files (`.ckpt/.pt/.pth/.bin`) are read ONLY with
-`torch.load(weights_only=True)`, so a checkpoint cannot run code on this machine.
+`.safetensors` tensors are read one at a time with pread(2) into ordinary memory (never left viewing a
+mapping of the file, so a file replaced or truncated later cannot crash the process, and only the
+tensors asked for are read: `TensorSource`); pickle-based files (`.ckpt/.pt/.pth/.bin`) are read ONLY
+with `torch.load(weights_only=True)`, so a checkpoint cannot run code on this machine.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import pickle
 import struct
 import warnings
 import zipfile
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 
 from nodes.sd.errors import ModelLoadError
 
@@ -49,21 +56,64 @@ _METADATA_GLOBALS = [
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """All tensors in a weight file, on CPU. Unwraps a top-level `state_dict` (`params_ema`, `params`,
     or a lone) dict; drops non-tensors."""
+    source = open_tensor_source(path)
+    return {key: source.take(key) for key in list(source.shapes)}
+
+
+class TensorSource:
+    """Named tensors of one file, read when taken: `shapes` answers names, shapes and dtypes (meta
+    tensors for a .safetensors file) without reading, `take(key)` returns the real tensor, read now."""
+
+    def __init__(self, shapes: Mapping[str, torch.Tensor], take: Callable[[str], torch.Tensor],
+                 path: Path | None = None, *, owned: bool = False,
+                 take_many: Callable[[list[str]], Iterator[torch.Tensor]] | None = None):
+        self.shapes = shapes
+        self._take = take
+        self._take_many = take_many
+        self.path = path
+        # False when taken tensors may view a mapping of the file (torch.load(mmap=True)), so a model
+        # that keeps them must copy them to let the mapping go.
+        self.owned = owned
+
+    def take(self, key: str) -> torch.Tensor:
+        return self._take(key)
+
+    def take_many(self, keys: list[str]) -> Iterator[torch.Tensor]:
+        """`take` of each key in order; a file source reads ahead in parallel."""
+        if self._take_many is not None:
+            return self._take_many(list(keys))
+        return map(self._take, keys)
+
+    def with_prefix(self, prefix: str) -> TensorSource:
+        """The tensors whose name starts with `prefix`, named without it."""
+        n = len(prefix)
+        many = None if self._take_many is None else (lambda keys: self._take_many([prefix + k for k in keys]))
+        return TensorSource({k[n:]: v for k, v in self.shapes.items() if k.startswith(prefix)},
+                            lambda key: self._take(prefix + key), self.path, owned=self.owned, take_many=many)
+
+    @classmethod
+    def of(cls, sd: Mapping[str, torch.Tensor], *, consume: bool = False, path: Path | None = None,
+           owned: bool = True) -> TensorSource:
+        """Over tensors already in memory; consume=True pops each from `sd` (a dict) as it is taken."""
+        return cls(sd, sd.pop if consume else sd.__getitem__, path, owned=owned)
+
+
+def open_tensor_source(path: str | Path) -> TensorSource:
+    """A weight file's tensors, read lazily for .safetensors, all at once for pickle-based files."""
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(path, "file not found; check the path and the models folder")
     kind = _file_kind(path)
     if kind == "safetensors":
-        sd = _load_safetensors(path)
-    elif kind == "pickle":
-        sd = _load_pickle(path)
-    else:
-        raise ModelLoadError(
-            path,
-            "not a .safetensors file nor a PyTorch checkpoint (unrecognised header); "
-            "the file may be corrupt or not a model — re-download it",
-        )
-    return _tensors_only(path, sd)
+        return _SafetensorsReader(path).source()
+    if kind == "pickle":
+        # torch.load(mmap=True): the tensors view a mapping of the file until copied
+        return TensorSource.of(_tensors_only(path, _load_pickle(path)), consume=True, path=path, owned=False)
+    raise ModelLoadError(
+        path,
+        "not a .safetensors file nor a PyTorch checkpoint (unrecognised header); "
+        "the file may be corrupt or not a model — re-download it",
+    )
 
 
 def load_pickled_dict(path: str | Path) -> dict:
@@ -100,14 +150,107 @@ def _file_kind(path: Path) -> str:
     return "unknown"
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+_SAFETENSORS_ERRORS = (SafetensorError, OSError, ValueError, RuntimeError, TypeError, KeyError)
+
+
+class _SafetensorsReader:
+    """One open .safetensors file (its header checked by safetensors); each tensor is read with pread(2)
+    into memory of its own. Several tensors are read by a few threads at once (`read_many`): the reads
+    and the page faults of the fresh memory run outside the GIL, which halves a warm checkpoint load on
+    2 cores (docs/performance.md, "Checkpoint load")."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with self._errors():
+            self._file = safe_open(str(path), framework="pt", device="cpu")  # validates header and offsets
+            self.shapes = {}
+            for key in self._file.keys():
+                info = self._file.get_slice(key)
+                self.shapes[key] = torch.empty(info.get_shape(), dtype=_SAFETENSORS_DTYPES[info.get_dtype()],
+                                               device="meta")
+            self._offsets, self._data_start = _safetensors_offsets(path)
+            self._fd = os.open(path, os.O_RDONLY)  # one descriptor: the file checked above is the one read
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def read(self, key: str) -> torch.Tensor:
+        meta = self.shapes[key]
+        begin, end = self._offsets[key]
+        buffer = torch.empty(end - begin, dtype=torch.uint8)
+        if end > begin:
+            view = memoryview(buffer.numpy())
+            with self._errors():
+                done = 0
+                while done < len(view):
+                    n = os.preadv(self._fd, [view[done:]], self._data_start + begin + done)
+                    if n == 0:
+                        raise OSError(f"unexpected end of file reading {key!r}")
+                    done += n
+        return buffer.view(meta.dtype).reshape(meta.shape)
+
+    def read_many(self, keys: list[str]) -> Iterator[torch.Tensor]:
+        """`read` of each key, in order, with up to READ_AHEAD_BYTES read ahead by READ_THREADS threads."""
+        with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="safetensors-read") as pool:
+            pending: deque = deque()
+            ahead, queued = 0, iter(keys)
+            for key in queued:
+                pending.append((pool.submit(self.read, key), self._nbytes(key)))
+                ahead += pending[-1][1]
+                while ahead > READ_AHEAD_BYTES and len(pending) > 1:
+                    future, size = pending.popleft()
+                    ahead -= size
+                    yield future.result()
+            while pending:
+                yield pending.popleft()[0].result()
+
+    def _nbytes(self, key: str) -> int:
+        begin, end = self._offsets[key]
+        return end - begin
+
+    def source(self) -> TensorSource:
+        if not self.shapes:
+            raise ModelLoadError(self.path, "the file holds no tensors; it is not a model file")
+        return TensorSource(self.shapes, self.read, self.path, owned=True, take_many=self.read_many)
+
+    def _errors(self):
+        return _safetensors_errors(self.path)
+
+
+# Parallel reads for a checkpoint load: enough threads to overlap page faults and copies on a few cores,
+# and a bounded window so an fp32 load never holds much more than one extra copy of what it converts.
+READ_THREADS = min(4, os.cpu_count() or 1)
+READ_AHEAD_BYTES = 256 * 1024**2
+
+
+def _safetensors_offsets(path: Path) -> tuple[dict[str, tuple[int, int]], int]:
+    """{name: (begin, end)} byte offsets within the data section, and where that section starts."""
+    with open(path, "rb") as f:
+        header_len = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(header_len))
+    header.pop("__metadata__", None)
+    return {k: tuple(v["data_offsets"]) for k, v in header.items()}, 8 + header_len
+
+
+@contextlib.contextmanager
+def _safetensors_errors(path: Path) -> Iterator[None]:
+    """Turns whatever safetensors raises for a bad file into a ModelLoadError that says what is wrong."""
     try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        yield
+    except _SAFETENSORS_ERRORS as e:
         header_len = _safetensors_header_len(path)
         size = path.stat().st_size
         if header_len is not None and header_len + 8 > size:
             hint = f"the header claims {header_len} bytes but the file has only {size}: the file is truncated"
+        elif isinstance(e, KeyError):
+            hint = f"unsupported tensor dtype {e}"
         else:
             hint = f"{type(e).__name__}: {e}"
         raise ModelLoadError(

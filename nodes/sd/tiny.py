@@ -47,12 +47,12 @@ def make_tiny_checkpoint(
     path: str | Path, *, seed: int = 0, in_channels: int = 4, dtype: torch.dtype = torch.float32
 ) -> Path:
     """Write a single-file SD1-layout .safetensors (UNet + VAE + CLIP text encoder) with random weights."""
-    from transformers import CLIPTextConfig, CLIPTextModel  # heavy import, only needed here
+    from nodes.sd.clip.text_model import CLIPTextConfig, CLIPTextModel  # transformers' layout, without its import
 
     path = Path(path)
     unet = UNetModel(_replace_in_channels(TINY_UNET_CONFIG, in_channels))
     vae = AutoencoderKL(TINY_VAE_CONFIG)
-    with torch.random.fork_rng(devices=[]):  # HF's own init draws from the global RNG; keep it untouched
+    with torch.random.fork_rng(devices=[]):  # module init draws from the global RNG; keep it untouched
         clip = CLIPTextModel(CLIPTextConfig(**tiny_clip_config_kwargs()))
 
     sd: dict[str, torch.Tensor] = {}

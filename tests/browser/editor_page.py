@@ -97,8 +97,11 @@ class EditorPage:
                        [node_id, kind, name])
 
     def widget_pos(self, node_id, name: str, where: str = "centre") -> tuple[float, float]:
+        # Drawn first: a widget's place is known once a frame has laid it out (litegraph's last_y), and a
+        # test can act sooner after an undo or a load than a person can.
         x, y, w, h = self.js("""([id, name]) => {
             const e = nodegraph.editor, n = e.nodeById(id);
+            e.drawNow();
             return e.widgetRect(n, n.widgets.find(w => w.name === name)); }""", [node_id, name])
         fx = {"centre": 0.5, "left-arrow": 0.0, "right-arrow": 1.0}[where]
         gx = x + 8 if fx == 0 else x + w - 8 if fx == 1 else x + w * fx

@@ -1,5 +1,6 @@
-"""The CLIP text encoder: transformers' CLIPTextModel built from a config read off the checkpoint's
-tensor shapes, and ComfyUI's encoding of weighted 77-token chunks (CLIP skip, embeddings, emphasis).
+"""The CLIP text encoder: a CLIPTextModel (text_model.py, in transformers' layout) built from a config read
+off the checkpoint's tensor shapes, and ComfyUI's encoding of weighted 77-token chunks (CLIP skip,
+embeddings, emphasis).
 """
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel
 
+from ..checkpoint import build_on_meta
+from .text_model import CLIPTextConfig, CLIPTextModel
 from .tokenizer import CHUNK_LENGTH, END_TOKEN, PAD_TOKEN, START_TOKEN, Chunk, Token
 
 logger = logging.getLogger(__name__)
@@ -59,11 +61,10 @@ def build_text_model(sd: Mapping[str, torch.Tensor], *, device: torch.device | s
     sd = dict(sd)
     _check_position_ids(sd)
     config = detect_text_config(sd)
-    with torch.device("meta"):  # no random init of weights that are overwritten next
-        model = CLIPTextModel(config)
-    model = model.to_empty(device=device).to(dtype=dtype)
+    # Built on meta, then the file's tensors (cast) are assigned in: no random init, no second copy.
+    model = build_on_meta(lambda: CLIPTextModel(config))
     embeddings = model.text_model.embeddings
-    embeddings.position_ids.copy_(torch.arange(config.max_position_embeddings, device=device).unsqueeze(0))
+    embeddings.position_ids = torch.arange(config.max_position_embeddings, device=device).unsqueeze(0)
 
     expected = model.state_dict()
     weights = {k: v for k, v in sd.items() if not TOLERATED_EXTRA.match(k)}
@@ -74,7 +75,8 @@ def build_text_model(sd: Mapping[str, torch.Tensor], *, device: torch.device | s
     if problems:
         shown = "; ".join(problems[:20]) + (f"; … {len(problems) - 20} more" if len(problems) > 20 else "")
         raise CLIPLoadError(f"CLIP text model weights do not fit ({len(problems)} problems): {shown}")
-    model.load_state_dict(weights, strict=True)
+    weights = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in weights.items()}
+    model.load_state_dict(weights, strict=True, assign=True)
     return model.eval().requires_grad_(False)
 
 

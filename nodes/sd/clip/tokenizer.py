@@ -11,10 +11,9 @@ import re
 from pathlib import Path
 from typing import Union
 
-import ftfy
 import torch
-from transformers import CLIPTokenizer
 
+from .bpe import CLIPBPE
 from .embeddings import find_embedding_file, load_embedding_file
 from .prompt_weights import parse_prompt_weights
 
@@ -35,25 +34,30 @@ Chunk = list[tuple[Token, float]]  # CHUNK_LENGTH (token, weight) pairs
 _UNSET = object()
 
 
+# Text ftfy.fix_text returns unchanged: printable ASCII, tabs and newlines, and no `&` (no HTML entity,
+# which ftfy unescapes once more than html.unescape twice would). tests/sd/clip/test_bpe.py checks it.
+_PLAIN_TEXT = re.compile(r"[\t\n\x20-\x25\x27-\x7e]*")
+
+
 def clip_clean(text: str) -> str:
     """OpenAI CLIP's `basic_clean`: fix mojibake, quotes and widths with ftfy, unescape HTML twice, strip.
 
-    transformers' CLIPTokenizer calls this (in place of bare `ftfy.fix_text`) and then collapses
+    The BPE tokenizer (as transformers' CLIPTokenizer with this as its `fix_text`) then collapses
     whitespace and lower-cases, which together is CLIP's own clean-up: bare `fix_text` leaves
     `&amp;amp;` alone when the text also holds a `<`, CLIP does not.
     """
-    text = ftfy.fix_text(text)
+    if not _PLAIN_TEXT.fullmatch(text):  # plain ASCII without entities or controls: ftfy changes nothing
+        import ftfy  # imported on first need: with its tables it is a tenth of a cold start
+
+        text = ftfy.fix_text(text)
     return html.unescape(html.unescape(text)).strip()
 
 
 @functools.lru_cache(maxsize=None)
-def _bpe_tokenizer(vocab_file: str, merges_file: str) -> CLIPTokenizer:
-    """One slow (Python) CLIPTokenizer per vocabulary, shared by every SD1Tokenizer."""
-    tokenizer = CLIPTokenizer(vocab_file, merges_file)
-    if not hasattr(tokenizer, "fix_text"):
-        raise RuntimeError("this transformers version's CLIPTokenizer has no fix_text hook; pin transformers<5")
-    tokenizer.fix_text = clip_clean
-    return tokenizer
+def _bpe_tokenizer(vocab_file: str, merges_file: str) -> CLIPBPE:
+    """One BPE tokenizer per vocabulary (CLIP's, as transformers' slow CLIPTokenizer runs it with CLIP's
+    clean-up), shared by every SD1Tokenizer."""
+    return CLIPBPE(vocab_file, merges_file, clean=clip_clean)
 
 
 class SD1Tokenizer:

@@ -5,7 +5,6 @@ multistep (Zhang et al. 2023) with its ancestral and CFG++ forms, and gradient e
 from __future__ import annotations
 
 import torch
-from scipy import integrate
 
 from .noise import default_noise_sampler
 from .samplers import get_ancestral_step, half_log_snr, sampler, sigma_at, to_d
@@ -13,6 +12,8 @@ from .samplers import get_ancestral_step, half_log_snr, sampler, sigma_at, to_d
 
 def linear_multistep_coeff(order, t, i, j):
     """Integral over [t_i, t_{i+1}] of the Lagrange basis polynomial for node t_{i-j}."""
+    from scipy import integrate  # imported here: scipy costs seconds of every cold start, LMS needs it
+
     def basis(tau):
         prod = 1.0
         for k in range(order):

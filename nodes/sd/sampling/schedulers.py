@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.stats
 import torch
 
 from .model_sampling import ModelSamplingEPS
@@ -77,6 +76,8 @@ def ddim_uniform(ms: ModelSamplingEPS, steps: int) -> torch.Tensor:
 def beta(ms: ModelSamplingEPS, steps: int, alpha: float = 0.6, beta_: float = 0.6) -> torch.Tensor:
     """'Beta Sampling is All You Need' (Lee et al. 2024): timesteps at Beta(0.6, 0.6) quantiles,
     rounded to table indices; repeated indices are dropped."""
+    import scipy.stats  # imported here: scipy costs seconds of every cold start, only this needs it
+
     last = len(ms.sigmas) - 1
     ts = np.rint(scipy.stats.beta.ppf(1 - np.linspace(0, 1, steps, endpoint=False), alpha, beta_) * last)
     sigs, prev = [], -1

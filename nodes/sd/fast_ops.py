@@ -1,0 +1,44 @@
+"""Cheaper forms of what the UNet and VAE compute, with the same results (up to float rounding):
+nearest-×2 upsampling followed by a 3×3 conv as one stride-2 transposed conv, and in-place activations
+and residual adds whenever no autograd graph records the forward pass (inference, not training).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def no_autograd() -> bool:
+    """In-place updates are safe only when no graph keeps the overwritten values for a backward pass."""
+    return torch.is_inference_mode_enabled() or not torch.is_grad_enabled()
+
+
+def subpixel_weight(weight: torch.Tensor) -> torch.Tensor:
+    """3×3 conv weight (out, in, 3, 3) → the (in, out, 4, 4) transposed-conv weight that equals
+    conv3×3(nearest_upsample_2x(x)). Along each axis, output pixel 2i reads input rows i-1 (tap 0) and
+    i (taps 1+2), output 2i+1 reads rows i (taps 0+1) and i+1 (tap 2); a transposed conv with stride 2,
+    padding 1 lays those out as kernel positions [tap 2, taps 1+2, taps 0+1, tap 0]."""
+    def regroup(w: torch.Tensor, dim: int) -> torch.Tensor:
+        t0, t1, t2 = w.unbind(dim)
+        return torch.stack([t2, t1 + t2, t0 + t1, t0], dim=dim)
+
+    return regroup(regroup(weight, 2), 3).transpose(0, 1).contiguous()
+
+
+# Below this many input pixels (batch × height × width) regrouping the weights and oneDNN's transposed
+# conv cost more than the FLOPs they save (measured, 1 thread: 0.84× the time at 2×16×16 with 640
+# channels, 1.15× with 1280, 3.1× at 2×8×8; 0.52× at 2×32×32).
+SUBPIXEL_MIN_PIXELS = 1024
+
+
+def upsample2x_conv3x3(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """conv(nearest ×2 of x) for a 3×3, padding-1 conv. On inputs of SUBPIXEL_MIN_PIXELS or more, as one
+    transposed conv on the small input: each output pixel sees only 2×2 distinct input pixels, so 16
+    multiply-adds per input pixel replace 36 (0.44× the FLOPs) and the 4× larger upsampled input is never
+    materialised."""
+    if x.shape[0] * x.shape[-2] * x.shape[-1] < SUBPIXEL_MIN_PIXELS:
+        return conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    weight = subpixel_weight(conv.weight.to(x.dtype))
+    bias = conv.bias.to(x.dtype) if conv.bias is not None else None
+    return F.conv_transpose2d(x, weight, bias, stride=2, padding=1)

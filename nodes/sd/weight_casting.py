@@ -1,0 +1,128 @@
+"""Layers whose weights stay in a narrow storage dtype (the file's fp16) while they compute in the
+input's dtype (fp32 on the CPU): each weight is cast just before its op and dropped right after.
+
+`enable_casting(module, compute_dtype)` switches the Linear / Conv / norm / embedding layers of a
+loaded model to these subclasses in place (same parameters, same state-dict keys), so the model code
+itself knows nothing about it. A cast fp16 → fp32 is exact, so the outputs equal those of a model
+whose weights were cast once at load; only the resident memory differs.
+
+On the CPU a weight is cast into one reused per-thread buffer rather than a fresh tensor: a fresh
+3.4 GB of fp32 weights per UNet call costs more in page faults than the conversion itself (measured:
++28 % CPU time per 256² step with fresh tensors; see docs/performance.md).
+"""
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+COMPUTE_DTYPE_ATTR = "compute_dtype"
+
+
+def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return t if t is None or t.dtype == dtype else t.to(dtype)
+
+
+class _Scratch(threading.local):
+    buffer: torch.Tensor | None = None
+
+
+_SCRATCH = _Scratch()
+
+
+def _cast_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`weight` in `dtype`; on the CPU outside autograd, a view of this thread's scratch buffer, valid
+    until the next weight is cast (the op that receives it has returned by then: CPU ops are synchronous)."""
+    if weight.dtype == dtype:
+        return weight
+    if weight.device.type != "cpu" or (torch.is_grad_enabled() and not torch.is_inference_mode_enabled()):
+        return weight.to(dtype)
+    n = weight.numel()
+    buffer = _SCRATCH.buffer
+    if buffer is None or buffer.dtype != dtype or buffer.numel() < n:
+        with torch.inference_mode(False):  # an ordinary tensor, writable in and out of inference mode
+            buffer = _SCRATCH.buffer = torch.empty(n, dtype=dtype)
+    out = buffer[:n].view(weight.shape)
+    out.copy_(weight)
+    return out
+
+
+class CastLinear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, _cast_weight(self.weight, x.dtype), _cast(self.bias, x.dtype))
+
+
+class CastConv2d(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, _cast_weight(self.weight, x.dtype), _cast(self.bias, x.dtype))
+
+
+class CastGroupNorm(nn.GroupNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x, self.num_groups, _cast(self.weight, x.dtype), _cast(self.bias, x.dtype), self.eps)
+
+
+class CastLayerNorm(nn.LayerNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, _cast(self.weight, x.dtype), _cast(self.bias, x.dtype), self.eps)
+
+
+class CastEmbedding(nn.Embedding):
+    """Looks up rows in the storage dtype and hands them on in the compute dtype."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out = F.embedding(ids, self.weight, self.padding_idx, self.max_norm, self.norm_type,
+                          self.scale_grad_by_freq, self.sparse)
+        return out.to(getattr(self, COMPUTE_DTYPE_ATTR, out.dtype))
+
+
+# Exact types only: a subclass of nn.Linear from elsewhere may have its own forward.
+_CASTING = {nn.Linear: CastLinear, nn.Conv2d: CastConv2d, nn.GroupNorm: CastGroupNorm,
+            nn.LayerNorm: CastLayerNorm, nn.Embedding: CastEmbedding}
+
+
+def enable_casting(module: nn.Module, compute_dtype: torch.dtype) -> nn.Module:
+    """Make every plain layer of `module` cast its weights to the input's dtype; returns `module`.
+
+    Modules with parameters that no casting layer owns (e.g. a bare nn.Parameter) are refused: they
+    would meet fp32 inputs with fp16 weights in some op we cannot see.
+    """
+    for sub in module.modules():
+        cast_type = _CASTING.get(type(sub))
+        if cast_type is not None:
+            sub.__class__ = cast_type
+            setattr(sub, COMPUTE_DTYPE_ATTR, compute_dtype)
+        elif type(sub) not in _CASTING.values():
+            loose = [n for n, p in sub.named_parameters(recurse=False) if p.dtype != compute_dtype]
+            if loose:
+                raise TypeError(f"{type(sub).__name__} holds parameters {loose} outside castable layers; "
+                                "load it in the compute dtype instead")
+    setattr(module, COMPUTE_DTYPE_ATTR, compute_dtype)
+    return module
+
+
+def compute_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype `module` computes in: set by `enable_casting`, else that of its first float weight."""
+    dtype = getattr(module, COMPUTE_DTYPE_ATTR, None)
+    if dtype is not None:
+        return dtype
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def weight_bytes(module: nn.Module) -> int:
+    """Bytes of `module`'s parameters and buffers, each storage counted once."""
+    seen, total = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.device.type == "meta":
+            total += t.numel() * t.element_size()
+            continue
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total
