@@ -41,3 +41,14 @@ def calls(request):
         counter = toy_nodes.CALLS
     counter.clear()
     return counter
+
+
+@pytest.fixture(scope="module")
+def sd_library():
+    """The real node library (torch and the SD nodes), for the end-to-end tests."""
+    pytest.importorskip("torch")
+    import nodes
+    from nodegraph import NodeRegistry
+    registry = NodeRegistry()
+    nodes.register_nodes(registry)
+    return registry

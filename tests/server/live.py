@@ -78,3 +78,12 @@ class LiveServer:
                 return
             time.sleep(0.02)
         raise TimeoutError("queue did not drain")
+
+
+def wait_until(predicate, timeout: float = 10, interval: float = 0.02) -> None:
+    """Poll `predicate` until it is true; TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met in {timeout}s")
+        time.sleep(interval)

@@ -7,6 +7,7 @@ import json
 import pytest
 from PIL import Image, PngImagePlugin
 
+from .live import wait_until
 from .server_nodes import number_prompt, png_prompt, slow_prompt
 
 PREFIXES = ["", "/api"]
@@ -177,6 +178,7 @@ def test_jobs(server, prefix):
     done = server.queue(png_prompt(1.0))["prompt_id"]
     server.wait_history(done)
     running = server.queue(slow_prompt(steps=300, delay=0.02))["prompt_id"]
+    wait_until(lambda: server.get(prefix + f"/jobs/{running}").json()["status"] == "in_progress")  # dispatched
     pending = server.queue(number_prompt(3.0))["prompt_id"]
     body = server.get(prefix + "/jobs").json()
     assert body["pagination"] == {"offset": 0, "limit": 100, "total": 3, "has_more": False}

@@ -14,7 +14,6 @@ pytestmark = pytest.mark.slow
 from comfy_api_simplified import ComfyApiWrapper, ComfyWorkflowWrapper  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from nodegraph import NodeRegistry  # noqa: E402
 from nodegraph.workflow import load_document  # noqa: E402
 
 from .live import LiveServer  # noqa: E402
@@ -24,44 +23,36 @@ WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
 
 @pytest.fixture(scope="module")
-def library():
-    import nodes
-    registry = NodeRegistry()
-    nodes.register_nodes(registry)
-    return registry
-
-
-@pytest.fixture(scope="module")
-def sd_server(tmp_path_factory, library):
+def sd_server(tmp_path_factory, sd_library):
     from nodes.default_model import ensure_default_checkpoint
-    live = LiveServer(tmp_path_factory.mktemp("sd") / "home", library)
+    live = LiveServer(tmp_path_factory.mktemp("sd") / "home", sd_library)
     ensure_default_checkpoint(live.layout)
     yield live
     live.stop()
 
 
-def workflow(name: str, library, steps: int = 3, **inputs) -> dict:
-    prompt = load_document(WORKFLOWS / name).to_api(library)
+def workflow(name: str, sd_library, steps: int = 3, **inputs) -> dict:
+    prompt = load_document(WORKFLOWS / name).to_api(sd_library)
     for node in prompt.values():
         if node["class_type"] == "KSampler":
             node["inputs"].update(steps=steps, **inputs)
     return prompt
 
 
-def test_pypi_client_queues_txt2img_and_gets_the_png(sd_server, library):
+def test_pypi_client_queues_txt2img_and_gets_the_png(sd_server, sd_library):
     api = ComfyApiWrapper(sd_server.url)
-    images = api.queue_and_wait_images(ComfyWorkflowWrapper(workflow("txt2img.json", library)), "Save Image")
+    images = api.queue_and_wait_images(ComfyWorkflowWrapper(workflow("txt2img.json", sd_library)), "Save Image")
     (name, data), = images.items()
     image = Image.open(io.BytesIO(data))
     assert image.format == "PNG" and image.size == (64, 64)
     assert "prompt" in image.info  # the workflow is embedded, as ComfyUI's Save Image does
 
 
-def test_upload_then_img2img(sd_server, library):
+def test_upload_then_img2img(sd_server, sd_library):
     source = io.BytesIO()
     Image.new("RGB", (64, 64), (30, 60, 200)).save(source, format="PNG")
     up = sd_server.post("/upload/image", files={"image": ("mine.png", source.getvalue())}).json()
-    prompt = workflow("img2img.json", library)
+    prompt = workflow("img2img.json", sd_library)
     loader = next(n for n in prompt.values() if n["class_type"] == "LoadImage")
     loader["inputs"]["image"] = up["name"]
     entry = sd_server.wait_history(sd_server.queue(prompt)["prompt_id"], timeout=120)
@@ -71,8 +62,8 @@ def test_upload_then_img2img(sd_server, library):
     assert Image.open(io.BytesIO(png)).size == (64, 64)
 
 
-def test_requeue_is_served_from_the_cache_and_previews_reach_the_ui(sd_server, library):
-    prompt = workflow("txt2img.json", library, seed=1234)
+def test_requeue_is_served_from_the_cache_and_previews_reach_the_ui(sd_server, sd_library):
+    prompt = workflow("txt2img.json", sd_library, seed=1234)
     with WS(sd_server.ws_url + "?clientId=ui") as ws:
         ws.recv()
         ws.send({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
@@ -86,8 +77,8 @@ def test_requeue_is_served_from_the_cache_and_previews_reach_the_ui(sd_server, l
     assert of_type(second, "executed")[0]["data"]["output"] == of_type(first, "executed")[0]["data"]["output"]
 
 
-def test_interrupt_lands_within_one_sampler_step(sd_server, library):
-    prompt = workflow("txt2img.json", library, steps=400, seed=99)
+def test_interrupt_lands_within_one_sampler_step(sd_server, sd_library):
+    prompt = workflow("txt2img.json", sd_library, steps=400, seed=99)
     with WS(sd_server.ws_url + "?clientId=stop") as ws:
         ws.recv()
         prompt_id = sd_server.queue(prompt, client_id="stop")["prompt_id"]
