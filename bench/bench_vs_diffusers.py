@@ -18,6 +18,8 @@ Parts:
            and diffusers (SDPA); VAE decode 512² (ours, diffusers); the lean cast's cost per step; the
            largest output difference; and the UNet's FLOPs (torch.utils.flop_counter) against the
            machine's fp32 GEMM rate measured here: the fraction of the floor reached.
+  compile  (not in the default parts) the fp32 UNet eager vs torch.compile with inductor freezing
+           (--compile), medians of --rounds alternated calls after the compiling first call, at each --sizes.
   cold     `nodegraph run workflows/txt2img.json` on the demo model in a fresh home folder: wall time
            from process start to the PNG (median of --rounds).
 Every figure is printed with the load average (1-minute) read when it was taken.
@@ -270,6 +272,34 @@ def timing_worker(path: Path, sizes: list[int], rounds: int) -> dict:
     return {"times": summary, "diffs": diffs, "flops": flops, "gemm_gflops": gemm}
 
 
+def compile_worker(path: Path, sizes: list[int], rounds: int) -> dict:
+    """--compile's lever: the fp32 UNet eager against torch.compile with inductor freezing (what
+    nodes/sd/compiled_unet.py does), medians of `rounds` alternated calls after the first (which compiles)."""
+    import torch
+    from nodes.sd.compiled_unet import _inductor_frozen
+    torch.set_num_threads(2)
+    unet = ours(path, "fp32").unet
+    result = {}
+    with torch.inference_mode():
+        for size in sizes:
+            x, t, c = unet_inputs(size)
+            eager = unet(x, t, c)
+            compiled = _inductor_frozen(unet)
+            t0 = time.perf_counter()
+            got = compiled(x, t, c)
+            first = time.perf_counter() - t0
+            walls: dict[str, list[float]] = {"eager": [], "compiled": []}
+            for _ in range(rounds):  # alternated, so background load hits both alike
+                for name, fn in (("eager", unet), ("compiled", compiled)):
+                    t0 = time.perf_counter()
+                    fn(x, t, c)
+                    walls[name].append(time.perf_counter() - t0)
+            result[str(size)] = {"first_call_s": first, **{k: statistics.median(v) for k, v in walls.items()},
+                                 "all": walls, "max_abs_diff": (got - eager).abs().max().item(), "load": loadavg()}
+            torch._dynamo.reset()
+    return result
+
+
 def unet_inputs(size: int):
     import torch
     g = torch.Generator().manual_seed(size)
@@ -335,7 +365,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/nodegraph-bench"))
     ap.add_argument("--parts", nargs="+", default=["load", "memory", "timing", "cold"],
-                    choices=["load", "memory", "timing", "cold"])
+                    choices=["load", "memory", "timing", "cold", "compile"])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--steps", type=int, default=2, help="sampling steps of the memory runs")
     ap.add_argument("--rounds", type=int, default=3, help="alternated rounds of the timing part (medians)")
@@ -350,6 +380,8 @@ def main() -> None:
             result = load_worker(path, rest[0])
         elif kind == "diffusers-txt2img":
             result = diffusers_txt2img_worker(path, args.steps, args.workdir)
+        elif kind == "compile":
+            result = compile_worker(path, args.sizes, args.rounds)
         else:
             result = timing_worker(path, args.sizes, args.rounds)
         print(json.dumps(result))
@@ -375,6 +407,9 @@ def main() -> None:
     if "timing" in args.parts:
         results["timing"] = run_worker(args, "timing")
         print("timing:", json.dumps(results["timing"], indent=1), flush=True)
+    if "compile" in args.parts:
+        results["compile"] = run_worker(args, "compile")
+        print("compile:", json.dumps(results["compile"]), flush=True)
     if "cold" in args.parts:
         results["cold"] = cold_start(args.rounds)
         print("cold:", json.dumps(results["cold"]), flush=True)
@@ -423,6 +458,13 @@ def report(r: dict) -> None:
         print(f"VAE decode 512²: ours {x['wall_s']:.2f} s wall / {x['cpu_s']:.2f} s cpu vs diffusers (= before) "
               f"{ref['wall_s']:.2f} / {ref['cpu_s']:.2f}: {x['wall_s'] / ref['wall_s']:.2f} / "
               f"{x['cpu_s'] / ref['cpu_s']:.2f} (target <= 0.5) [{x['load']:.1f}]; {d['vae 512']}")
+    if "compile" in r:
+        for size, x in r["compile"].items():
+            if not isinstance(x, dict):
+                continue  # the worker's peak RSS
+            print(f"torch.compile (inductor, frozen) UNet {size}² b2: {x['compiled']:.2f} s vs eager {x['eager']:.2f} s: "
+                  f"{x['compiled'] / x['eager']:.2f}; first call (compiling) {x['first_call_s']:.0f} s; "
+                  f"max |diff| {x['max_abs_diff']:.1e} [{x['load']:.1f}]")
     if "cold" in r:
         c = r["cold"]
         print(f"cold start nodegraph run workflows/txt2img.json: {c['wall_s']:.2f} s wall median {c['all_s']}, "

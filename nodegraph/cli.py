@@ -72,7 +72,7 @@ def _common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     parser.add_argument("--input-dir", type=Path, default=default(None))
     parser.add_argument("--output-dir", type=Path, default=default(None), help="where Save Image writes")
     parser.add_argument("--custom-nodes", type=Path, default=default(None), help="a folder of custom node packs")
-    memory = parser.add_argument_group("memory (docs/performance.md)")
+    memory = parser.add_argument_group("memory and speed (docs/performance.md)")
     memory.add_argument("--weights", choices=["lean", "fp32"], default=default(None),
                         help="lean (default): an fp16 file's weights stay fp16 on the CPU, half the memory; "
                              "fp32: all cast at load")
@@ -82,12 +82,16 @@ def _common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
                         help="what models may hold on the GPU (default: its memory minus 1.5 GB)")
     memory.add_argument("--lowvram", action="store_true", default=default(False),
                         help="stream model blocks onto the GPU one at a time (4 GB cards)")
+    memory.add_argument("--compile", action="store_true", default=default(False),
+                        help="torch.compile the UNet (faster steps after 1-2 minutes of compiling per model, "
+                             "LoRA set and size; docs/performance.md)")
 
 
 # The memory options reach the model code (which reads them where it decides) as environment variables,
 # so they also hold in processes this one starts.
 MEMORY_ENV = {"weights": "NODEGRAPH_WEIGHTS", "ram_budget": "NODEGRAPH_RAM_BUDGET",
-              "vram_budget": "NODEGRAPH_VRAM_BUDGET", "lowvram": "NODEGRAPH_LOWVRAM"}
+              "vram_budget": "NODEGRAPH_VRAM_BUDGET", "lowvram": "NODEGRAPH_LOWVRAM",
+              "compile": "NODEGRAPH_COMPILE"}
 
 
 def _export_memory_options(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ import torch
 from nodegraph import Combo, Float, Input, Int, Node, NodeInputError, Output, ProgressBar, check_cancelled
 
 from .sd import memory_limits
+from .sd.compiled_unet import unet_caller
 from .sd.concat_inputs import concat_inputs
 from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, SamplerError
 from .sd.sampling.ksampler import sample
@@ -46,12 +47,13 @@ def running_model(model, samples: torch.Tensor, noise_mask: torch.Tensor | None,
         dtype = model.model_dtype()
         device = model.load_device
         concat = inpaint_concat(unet.config.in_channels, samples, noise_mask, positive)
+        call = unet_caller(unet, model.patches_uuid)  # the UNet itself unless --compile
 
         def model_fn(x, timesteps, context, control=None, patch_context=None):
             if concat is not None:  # an inpainting UNet also sees the mask and the masked image
                 extra = concat.to(x.device, x.dtype)
                 x = torch.cat([x, extra.repeat(x.shape[0] // extra.shape[0], 1, 1, 1)], dim=1)
-            return unet(x.to(dtype), timesteps.to(device), context.to(device, dtype), control=control,
+            return call(x.to(dtype), timesteps.to(device), context.to(device, dtype), control=control,
                         patch_context=patch_context).float()
 
         yield model_fn
