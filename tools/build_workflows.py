@@ -18,7 +18,6 @@ from nodegraph.registry import NodeRegistry  # noqa: E402
 import nodes  # noqa: E402
 from nodes.default_model import (DEFAULT_CHECKPOINT, DEMO_CANNY_THRESHOLDS, DEMO_CONTROLNET,  # noqa: E402
                                  DEMO_DEPTH_CONTROLNET, DEMO_DEPTH_MODEL, DEMO_DIR, DEMO_LORA)
-from nodes.sd.tiny_adapters import TINY_GLIGEN, TINY_T2I_ADAPTER  # noqa: E402
 
 REGISTRY = NodeRegistry()
 nodes.register_nodes(REGISTRY)
@@ -304,39 +303,43 @@ def area_composition() -> dict:
     return w.to_json()
 
 
-def t2i_adapter(checkpoint: str) -> dict:
-    """A T2I-Adapter (loaded with the ControlNet loader, applied with Apply ControlNet) steering the layout
-    from input/example.png. No adapter is trained for the demo model, so this is not a shipped example (the
-    product ships no random stand-ins): tests/nodes/test_conditioning_workflows.py builds it on tiny random
-    models it makes in its own folder, to check the wiring."""
+# The T2I-Adapter and GLIGEN examples are for a real SD1.5 checkpoint: no adapter or GLIGEN is trained for
+# the demo model. They name the files ComfyUI's examples use; put them in models/checkpoints,
+# models/t2i_adapter and models/gligen (the tests run both on tiny generated models of these names).
+SD15_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
+T2I_DEPTH_ADAPTER = "t2iadapter_depth_sd15v2.pth"
+GLIGEN_MODEL = "gligen_sd14_textbox_pruned.safetensors"
+
+
+def t2i_adapter() -> dict:
+    """A depth T2I-Adapter (loaded with the ControlNet loader, applied with Apply ControlNet) steering the
+    layout by the demo depth estimator's map of input/example.png."""
     w = Workflow()
-    ckpt, pos, neg = sd_base(w, "a red box on a table", checkpoint=checkpoint)
+    ckpt, pos, neg = sd_base(w, "a red box on a table", checkpoint=SD15_CHECKPOINT)
     load = w.add("LoadImage", (30, 600), ["example.png", "image"])
-    adapter = w.add("ControlNetLoader", (400, 850), [TINY_T2I_ADAPTER], size=[315, 58])
+    depth = w.add("DepthEstimation", (30, 950), [DEMO_DEPTH_MODEL, 0], image=(load, 0))
+    adapter = w.add("ControlNetLoader", (400, 850), [T2I_DEPTH_ADAPTER], size=[315, 58])
     applied = w.add("ControlNetApplyAdvanced", (850, 600), [0.8, 0.0, 1.0], size=[315, 186],
-                    positive=(pos, 0), negative=(neg, 0), control_net=(adapter, 0), image=(load, 0))
-    latent = w.add("EmptyLatentImage", (400, 600), [64, 64, 1])
-    sampler = w.add("KSampler", (1200, 200), [42, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
+                    positive=(pos, 0), negative=(neg, 0), control_net=(adapter, 0), image=(depth, 0))
+    latent = w.add("EmptyLatentImage", (400, 600), [512, 512, 1])
+    sampler = w.add("KSampler", (1200, 200), [42, "fixed", 20, 7.0, "euler", "normal", 1.0], size=[315, 262],
                     model=(ckpt, 0), positive=(applied, 0), negative=(applied, 1), latent_image=(latent, 0))
     image = w.add("VAEDecode", (1550, 200), vae=(ckpt, 2), samples=(sampler, 0))
     w.add("SaveImage", (1900, 200), ["t2i_adapter"], images=(image, 0))
     return w.to_json()
 
 
-def gligen(checkpoint: str) -> dict:
-    """GLIGEN: two phrases, each placed in a box (GLIGENTextBoxApply), on top of the prompt. No GLIGEN is
-    trained for the demo model, so this is not a shipped example (the product ships no random stand-ins):
-    the tests build it on tiny random models they make (gligen_sd14_textbox_pruned.safetensors in
-    models/gligen and an SD1.x checkpoint is what a user would wire in)."""
+def gligen() -> dict:
+    """GLIGEN: two phrases, each placed in a box (GLIGENTextBoxApply), on top of the prompt."""
     w = Workflow()
-    ckpt, pos, neg = sd_base(w, "a cat and a ball on the grass", checkpoint=checkpoint)
-    model = w.add("GLIGENLoader", (30, 600), [TINY_GLIGEN], size=[315, 58])
-    cat = w.add("GLIGENTextBoxApply", (400, 600), ["a cat", 32, 48, 0, 16], size=[315, 230], title="Box: a cat",
+    ckpt, pos, neg = sd_base(w, "a cat and a ball on the grass", checkpoint=SD15_CHECKPOINT)
+    model = w.add("GLIGENLoader", (30, 600), [GLIGEN_MODEL], size=[315, 58])
+    cat = w.add("GLIGENTextBoxApply", (400, 600), ["a cat", 256, 384, 0, 128], size=[315, 230], title="Box: a cat",
                 conditioning_to=(pos, 0), clip=(ckpt, 1), gligen_textbox_model=(model, 0))
-    ball = w.add("GLIGENTextBoxApply", (750, 600), ["a ball", 24, 24, 40, 24], size=[315, 230], title="Box: a ball",
-                 conditioning_to=(cat, 0), clip=(ckpt, 1), gligen_textbox_model=(model, 0))
-    latent = w.add("EmptyLatentImage", (750, 350), [64, 64, 1])
-    sampler = w.add("KSampler", (1100, 200), [42, "fixed", 20, CFG, "euler", "normal", 1.0], size=[315, 262],
+    ball = w.add("GLIGENTextBoxApply", (750, 600), ["a ball", 192, 192, 320, 192], size=[315, 230],
+                 title="Box: a ball", conditioning_to=(cat, 0), clip=(ckpt, 1), gligen_textbox_model=(model, 0))
+    latent = w.add("EmptyLatentImage", (750, 350), [512, 512, 1])
+    sampler = w.add("KSampler", (1100, 200), [42, "fixed", 20, 7.0, "euler", "normal", 1.0], size=[315, 262],
                     model=(ckpt, 0), positive=(ball, 0), negative=(neg, 0), latent_image=(latent, 0))
     image = w.add("VAEDecode", (1450, 200), vae=(ckpt, 2), samples=(sampler, 0))
     w.add("SaveImage", (1800, 200), ["gligen"], images=(image, 0))
@@ -351,8 +354,7 @@ WORKFLOWS.update({"area_composition.json": area_composition})
 WORKFLOWS.update({"latent_upscale.json": latent_upscale, "noisy_latent_composition.json": noisy_latent_composition})
 if (DEMO_DIR / DEMO_DEPTH_CONTROLNET).exists():  # only once a depth ControlNet that passes its judge ships
     WORKFLOWS["controlnet_depth.json"] = controlnet_depth
-# Not shipped: t2i_adapter() and gligen(), which only random stand-ins could run (the product ships none);
-# the tests build them on tiny models they make in their own folders (tests/nodes/test_conditioning_workflows.py).
+WORKFLOWS.update({"t2i_adapter.json": t2i_adapter, "gligen.json": gligen})  # for a real SD1.5 (see above)
 
 if __name__ == "__main__":
     out = ROOT / "workflows"

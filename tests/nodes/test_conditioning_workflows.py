@@ -1,26 +1,29 @@
-"""End to end: the area-composition example on the demo model, and the T2I-Adapter, GLIGEN and hypernetwork
-nodes on tiny random stand-ins generated here into the test's models folder; what each part contributes is
-checked by switching it off."""
+"""End to end: the area-composition example on the demo model; the T2I-Adapter and GLIGEN examples (made for
+a real SD1.5) on tiny random models written here under the names they use, into the test's own models
+folder; the hypernetwork node likewise. What each part contributes is checked by switching it off."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from nodegraph.workflow.document import document_from_json
+from safetensors.torch import load_file
+
 from nodes.default_model import ensure_default_checkpoint
 from nodes.sd.tiny import make_tiny_checkpoint
-from nodes.sd.tiny_adapters import TINY_GLIGEN, TINY_T2I_ADAPTER, make_tiny_gligen, make_tiny_t2i_adapter
+from nodes.sd.tiny_adapters import TINY_GLIGEN, make_tiny_gligen, make_tiny_t2i_adapter
 from tests.tiny_models import TINY_CHECKPOINT
+from tools.build_workflows import GLIGEN_MODEL, SD15_CHECKPOINT, T2I_DEPTH_ADAPTER
 
-from .test_workflows import STEPS, pixels, prompt_of, run, saved_files
+from .test_workflows import pixels, prompt_of, run, saved_files
 
 
-def stand_in_prompt(ui: dict, library) -> dict:
-    """The API prompt of a workflow built for the tiny stand-ins, with the examples' few test steps."""
-    prompt = document_from_json(ui, "stand-in workflow").to_api(library)
+def small(prompt: dict) -> dict:
+    """An SD1.5 example at 64×64 (the tiny models stand in for SD1.5; boxes scaled with the image)."""
     for node in prompt.values():
-        if node["class_type"] == "KSampler":
-            node["inputs"]["steps"] = STEPS
+        if node["class_type"] == "EmptyLatentImage":
+            node["inputs"].update(width=64, height=64)
+        if node["class_type"] == "GLIGENTextBoxApply":
+            node["inputs"].update({k: node["inputs"][k] // 8 for k in ("width", "height", "x", "y")})
     return prompt
 
 
@@ -32,10 +35,14 @@ def set_input(prompt, class_type, **values):
 
 
 @pytest.fixture
-def models(layout):
+def models(layout, tmp_path):
     ensure_default_checkpoint(layout)
     make_tiny_checkpoint(layout.model_dirs("checkpoints")[0] / TINY_CHECKPOINT)
-    make_tiny_t2i_adapter(layout.model_dirs("controlnet")[1] / TINY_T2I_ADAPTER)  # models/t2i_adapter
+    make_tiny_checkpoint(layout.model_dirs("checkpoints")[0] / SD15_CHECKPOINT)  # the examples' SD1.5, tiny
+    adapter = make_tiny_t2i_adapter(tmp_path / "adapter.safetensors")
+    adapters = layout.model_dirs("controlnet")[1]  # models/t2i_adapter
+    adapters.mkdir(parents=True, exist_ok=True)
+    torch.save(load_file(adapter), adapters / T2I_DEPTH_ADAPTER)  # a .pth, as TencentARC's adapters are
     rgb = np.full((64, 64, 3), 255, dtype=np.uint8)
     rgb[16:48, 16:48] = 0
     Image.fromarray(rgb, "RGB").save(layout.input / "example.png")
@@ -64,10 +71,8 @@ def test_area_composition_areas_act_only_where_they_are(models, library):
 
 
 def test_t2i_adapter_workflow_runs_and_the_adapter_changes_the_picture(models, library):
-    from tools.build_workflows import t2i_adapter  # not a shipped example: it needs random stand-ins
-
-    prompt = stand_in_prompt(t2i_adapter(TINY_CHECKPOINT), library)
-    assert any(n["inputs"].get("ckpt_name") == TINY_CHECKPOINT for n in prompt.values())
+    prompt = small(prompt_of("t2i_adapter.json", library))
+    assert any(n["inputs"].get("ckpt_name") == SD15_CHECKPOINT for n in prompt.values())
     with_adapter = pixels(saved_files(run(prompt, library), models)[0])
     without = pixels(saved_files(run(set_input(prompt, "ControlNetApplyAdvanced", strength=0.0), library), models)[0])
     assert with_adapter.shape == (64, 64, 3) and with_adapter.std() > 0
@@ -77,13 +82,12 @@ def test_t2i_adapter_workflow_runs_and_the_adapter_changes_the_picture(models, l
 @pytest.fixture
 def gligen_models(models):
     make_tiny_gligen(models.model_dirs("gligen")[0] / TINY_GLIGEN)
+    make_tiny_gligen(models.model_dirs("gligen")[0] / GLIGEN_MODEL)  # the example's, tiny
     return models
 
 
 def test_gligen_workflow_runs_and_the_boxes_change_the_picture(gligen_models, library):
-    from tools.build_workflows import gligen  # not a shipped example: it needs random stand-ins
-
-    prompt = stand_in_prompt(gligen(TINY_CHECKPOINT), library)
+    prompt = small(prompt_of("gligen.json", library))
     boxed = pixels(saved_files(run(prompt, library), gligen_models)[0])
     # the same graph with the boxes bypassed: the KSampler takes the prompt directly
     text_id = next(i for i, n in prompt.items() if n["class_type"] == "CLIPTextEncode"
