@@ -35,8 +35,9 @@ def _inductor_frozen(module: torch.nn.Module) -> Callable[..., Any]:
     return torch.compile(module, dynamic=False)
 
 
-_COMPILED: dict[tuple[int, str], Callable[..., Any]] = {}  # (id(module), patch set) -> compiled module
-_FAILED: set[int] = set()
+# The compiled form lives on the module itself (outside nn.Module's registry, so it is no submodule): it
+# goes when the model goes, and a new patch set replaces it. `None` marks a module whose compile failed.
+_ATTR = "_nodegraph_compiled"
 _LOCK = threading.Lock()
 
 
@@ -46,28 +47,28 @@ def unet_caller(unet: torch.nn.Module, patches_uuid: str,
     when compiling was asked for, else `unet` itself."""
     if not compile_requested() or any(m._forward_pre_hooks for m in unet.modules()):
         return unet  # not asked for, or streamed block by block (low-VRAM): weights must stay live
-    key = (id(unet), patches_uuid)
+
+    def eager(x, timesteps, context, control=None, patch_context=None):
+        return unet(x, timesteps, context, control=control, patch_context=patch_context)
 
     def call(x, timesteps, context, control=None, patch_context=None):
         plain = control is None and (patch_context is None or not patch_context.patches.active)
-        if not plain or id(unet) in _FAILED:
-            return unet(x, timesteps, context, control=control, patch_context=patch_context)
+        held = unet.__dict__.get(_ATTR, ())
+        if not plain or held is None:
+            return eager(x, timesteps, context, control, patch_context)
         with _LOCK:
-            compiled = _COMPILED.get(key)
-            if compiled is None:
-                for stale in [k for k in _COMPILED if k[0] == id(unet)]:  # another patch set: its weights are gone
-                    del _COMPILED[stale]
+            held = unet.__dict__.get(_ATTR, ())
+            if not held or held[0] != patches_uuid:  # first use, or other LoRA strengths: their weights differ
                 log.warning("compiling the UNet with torch.compile (--compile): the first step of each model, "
                             "LoRA set and image size takes one to two minutes on a CPU")
-                compiled = _COMPILED[key] = compile_fn(unet)
+                held = (patches_uuid, compile_fn(unet))
+                object.__setattr__(unet, _ATTR, held)
         try:
-            return compiled(x, timesteps, context)
+            return held[1](x, timesteps, context)
         except Exception as exc:  # a backend without a compiler, an unsupported op: run as before
             log.warning("torch.compile failed (%s: %s); the UNet runs without it", type(exc).__name__,
                         str(exc).splitlines()[0] if str(exc) else "")
-            with _LOCK:
-                _FAILED.add(id(unet))
-                _COMPILED.pop(key, None)
-            return unet(x, timesteps, context, control=control, patch_context=patch_context)
+            object.__setattr__(unet, _ATTR, None)
+            return eager(x, timesteps, context, control, patch_context)
 
     return call
