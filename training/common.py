@@ -7,10 +7,12 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from nodes.sd.unet import UNetConfig
 from nodes.sd.vae import VAEConfig
@@ -83,6 +85,43 @@ class Deadline:
 
 class OutOfTime(Exception):
     pass
+
+
+class StepBook:
+    """What every training loop does after its optimiser step: the smoothed loss on the progress bar and in
+    the log every 10 steps (`.item()` waits for the GPU: not every step), and the resumable state every 500
+    steps, when --max-minutes runs out (the loop then ends early: a lent GPU runs one command for at most
+    10 minutes; rerunning resumes) and, with `save_at_end`, after the last step."""
+
+    def __init__(self, name: str, bar, log: Log, state_path: Path, total: int, max_minutes: float | None,
+                 save_at_end: bool = False):
+        self.name, self.bar, self.log, self.state_path, self.total = name, bar, log, state_path, total
+        self.deadline, self.save_at_end = Deadline(max_minutes), save_at_end
+        self.smoothed: float | None = None
+        self.stopped_at: int | None = None
+
+    def due(self, step: int) -> bool:
+        return step % 10 == 0 or step + 1 == self.total
+
+    def report(self, step: int, loss: torch.Tensor) -> None:
+        """The smoothed loss, on the steps it is due."""
+        if self.due(step):
+            value = loss.item()
+            self.smoothed = value if self.smoothed is None else 0.8 * self.smoothed + 0.2 * value
+            self.bar.set_postfix(loss=f"{self.smoothed:.4f}")
+            self.log.write(step=step, loss=value, smoothed=self.smoothed)
+
+    def checkpoint(self, step: int, state: Callable[[], dict]) -> bool:
+        """Save `state()` when due; True when the time is up and the loop must end now."""
+        done = step + 1
+        out_of_time = self.deadline.passed()
+        if done % 500 == 0 or out_of_time or (self.save_at_end and done == self.total):
+            save_state(self.state_path, **state(), step=done)
+        if out_of_time and done < self.total:
+            tqdm.write(f"{self.name}: --max-minutes reached at step {done} of {self.total}; finishing early")
+            self.stopped_at = done
+            return True
+        return False
 
 
 def text_config_kwargs() -> dict:

@@ -29,8 +29,8 @@ from nodes.preprocess.canny import canny_edges
 from nodes.sd.controlnet import ORIGINAL_PREFIX, ControlNet, ControlNetConfig, ControlNetModel
 from training import data
 from tests.demo.judge import iou, judge
-from training.common import (CANNY_HIGH, CANNY_LOW, HINT_BLOCK_CHANNELS, UNET_CONFIG, Deadline, Log, add_common_args,
-                             cosine_lr, env_info, save_state, sd1_alphas_cumprod, setup, tokenize, write_json)
+from training.common import (CANNY_HIGH, CANNY_LOW, HINT_BLOCK_CHANNELS, UNET_CONFIG, Log, StepBook, add_common_args,
+                             cosine_lr, env_info, sd1_alphas_cumprod, setup, tokenize, write_json)
 from training.evaluate import control_iou, generate
 from training.train_unet import diffusion_loss, encode_images, load_trained, sample_latents
 
@@ -157,8 +157,9 @@ def main(argv=None) -> bool:
         net.load_state_dict(st["net"]), opt.load_state_dict(st["opt"]), gen.set_state(st["gen"].cpu())
         start = st["step"]
     baseline = evaluate_iou(unet, text_model, vae, net, args.eval_prompts, seed=7, strength=0.0, kind=kind)
-    t0, running, deadline, stopped_at = time.time(), None, Deadline(args.max_minutes), None
+    t0 = time.time()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="ControlNet", dynamic_ncols=True)
+    book = StepBook(name, bar, log, state_path, args.steps, args.max_minutes)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, args.steps, args.lr, warmup=20)
@@ -173,18 +174,8 @@ def main(argv=None) -> bool:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
-        done = step + 1
-        if step % 10 == 0 or done == args.steps:
-            running = loss.item() if running is None else 0.8 * running + 0.2 * loss.item()
-            bar.set_postfix(loss=f"{running:.4f}")
-            log.write(step=step, loss=loss.item(), smoothed=running)
-        out_of_time = deadline.passed()
-        if done % 500 == 0 or out_of_time:
-            save_state(state_path, net=net.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=done)
-        if out_of_time and done < args.steps:
-            # finish with what there is (a lent GPU runs one command for at most 10 minutes); rerunning resumes
-            tqdm.write(f"{name}: --max-minutes reached at step {done} of {args.steps}; finishing early")
-            stopped_at = done
+        book.report(step, loss)
+        if book.checkpoint(step, lambda: dict(net=net.state_dict(), opt=opt.state_dict(), gen=gen.get_state())):
             break
     train_s = time.time() - t0
     net.eval().requires_grad_(False)
@@ -198,15 +189,15 @@ def main(argv=None) -> bool:
     save_file({ORIGINAL_PREFIX + k: v.detach().cpu().half().contiguous() for k, v in net.state_dict().items()},
               str(out), metadata=metadata)
     write_json(work / f"{name}_metrics.json", {"hint": kind, "base": args.base,
-        "steps": args.steps, "stopped_early_at_step": stopped_at, "batch": args.batch, "lr": args.lr, "images": args.images, "seed": args.seed,
-        "final_loss_smoothed": running, "heldout_iou_without_control": baseline, "heldout_iou": final,
+        "steps": args.steps, "stopped_early_at_step": book.stopped_at, "batch": args.batch, "lr": args.lr, "images": args.images, "seed": args.seed,
+        "final_loss_smoothed": book.smoothed, "heldout_iou_without_control": baseline, "heldout_iou": final,
         "heldout_iou_wrong_position": wrong, "heldout_iou_wrong_position_without_control": wrong_base,
         "other_caption": args.other_caption,
         "params": sum(p.numel() for p in net.parameters()), "canny": [CANNY_LOW, CANNY_HIGH] if kind == "canny" else None,
         "train_seconds_this_run": round(train_s, 1), "machine": env_info(dev)})
     print(f"IoU {baseline:.3f} (no control) -> {final:.3f}; prompts naming another position: {wrong_base:.3f} -> "
           f"{wrong:.3f}; wrote {out}")
-    return stopped_at is None
+    return book.stopped_at is None
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from training import data
-from training.common import Deadline, Log, add_common_args, cosine_lr, env_info, save_state, setup, write_json
+from training.common import Log, StepBook, add_common_args, cosine_lr, env_info, setup, write_json
 
 # 64×64 input in 8×8-pixel patches (an 8×8 token grid; 16-pixel patches are 2x faster but coarser than
 # the shapes' points); the neck reassembles at 32, 16, 8 and 4 and the head upsamples to 128, which the
@@ -104,8 +104,9 @@ def main(argv=None) -> bool:
         st = torch.load(state_path, weights_only=False, map_location=dev)
         model.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), gen.set_state(st["gen"].cpu())
         start = st["step"]
-    t0, running, deadline, stopped_at = time.time(), None, Deadline(args.max_minutes), None
+    t0 = time.time()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="depth", dynamic_ncols=True)
+    book = StepBook("depth", bar, log, state_path, args.steps, args.max_minutes)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, args.steps, args.lr, warmup=50)
@@ -122,28 +123,19 @@ def main(argv=None) -> bool:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        done = step + 1
-        if step % 10 == 0 or done == args.steps:
-            running = loss.item() if running is None else 0.8 * running + 0.2 * loss.item()
-            bar.set_postfix(loss=f"{running:.4f}")
-            log.write(step=step, loss=loss.item(), smoothed=running)
-        out_of_time = deadline.passed()
-        if done % 500 == 0 or out_of_time:
-            save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=done)
-        if out_of_time and done < args.steps:
-            tqdm.write(f"depth: --max-minutes reached at step {done} of {args.steps}; finishing early")
-            stopped_at = done
+        book.report(step, loss)
+        if book.checkpoint(step, lambda: dict(model=model.state_dict(), opt=opt.state_dict(), gen=gen.get_state())):
             break
     train_s = time.time() - t0
     folder = save_depth_model(model.eval().cpu(), work / "depth-model")
     judged = judge_folder(folder)
     write_json(work / "depth_metrics.json", {
-        "steps": args.steps, "stopped_early_at_step": stopped_at, "batch": args.batch, "lr": args.lr,
-        "images": args.images, "seed": args.seed, "final_loss_smoothed": running, **judged,
+        "steps": args.steps, "stopped_early_at_step": book.stopped_at, "batch": args.batch, "lr": args.lr,
+        "images": args.images, "seed": args.seed, "final_loss_smoothed": book.smoothed, **judged,
         "params": sum(p.numel() for p in model.parameters()), "config": DEPTH_CONFIG,
         "train_seconds_this_run": round(train_s, 1), "machine": env_info(dev)})
     print(json.dumps(judged), f"wrote {folder}")
-    return stopped_at is None
+    return book.stopped_at is None
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from nodes.sd.diffusers_keys import unet_diffusers_to_ldm
 from training import data
-from training.common import (UNET_CONFIG, Deadline, Log, add_common_args, cosine_lr, env_info, save_state,
+from training.common import (UNET_CONFIG, Log, StepBook, add_common_args, cosine_lr, env_info,
                              sd1_alphas_cumprod, setup, tokenize, write_json)
 from training.evaluate import generate, score
 from training.train_unet import cached_latents, diffusion_loss, load_trained, sample_latents
@@ -123,8 +123,9 @@ def main(argv=None) -> bool:
             m.down.weight.data.copy_(st["lora"][name + ".down"]), m.up.weight.data.copy_(st["lora"][name + ".up"])
         opt.load_state_dict(st["opt"]), gen.set_state(st["gen"].cpu())
         start = st["step"]
-    t0, running, deadline, stopped_at = time.time(), None, Deadline(args.max_minutes), None
+    t0 = time.time()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="LoRA", dynamic_ncols=True)
+    book = StepBook("LoRA", bar, log, state_path, args.steps, args.max_minutes)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, args.steps, args.lr, warmup=20)
@@ -134,20 +135,10 @@ def main(argv=None) -> bool:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        done = step + 1
-        if step % 10 == 0 or done == args.steps:
-            running = loss.item() if running is None else 0.8 * running + 0.2 * loss.item()
-            bar.set_postfix(loss=f"{running:.4f}")
-            log.write(step=step, loss=loss.item(), smoothed=running)
-        out_of_time = deadline.passed()
-        if done % 500 == 0 or out_of_time:
-            save_state(state_path, lora={f"{n}.{p}": getattr(m, p).weight.detach().clone()
-                                         for n, m in loras.items() for p in ("down", "up")},
-                       opt=opt.state_dict(), gen=gen.get_state(), step=done)
-        if out_of_time and done < args.steps:
-            # finish with what there is (a lent GPU runs one command for at most 10 minutes); rerunning resumes
-            tqdm.write(f"LoRA: --max-minutes reached at step {done} of {args.steps}; finishing early")
-            stopped_at = done
+        book.report(step, loss)
+        if book.checkpoint(step, lambda: dict(lora={f"{n}.{p}": getattr(m, p).weight.detach().clone()
+                                                    for n, m in loras.items() for p in ("down", "up")},
+                                              opt=opt.state_dict(), gen=gen.get_state())):
             break
     train_s = time.time() - t0
 
@@ -158,13 +149,13 @@ def main(argv=None) -> bool:
               metadata={"ss_network_dim": str(args.rank), "ss_network_alpha": str(alpha),
                         "ss_network_module": "networks.lora", "nodegraph.demo": "outlined style"})
     write_json(work / "lora_metrics.json", {
-        "steps": args.steps, "stopped_early_at_step": stopped_at, "batch": args.batch, "lr": args.lr, "rank": args.rank, "alpha": alpha,
-        "images": args.images, "seed": args.seed, "final_loss_smoothed": running, "layers": len(loras),
+        "steps": args.steps, "stopped_early_at_step": book.stopped_at, "batch": args.batch, "lr": args.lr, "rank": args.rank, "alpha": alpha,
+        "images": args.images, "seed": args.seed, "final_loss_smoothed": book.smoothed, "layers": len(loras),
         "params": sum(p.numel() for p in params), "heldout_fill_base": base_fill, "heldout_fill_lora": s["fill"],
         "heldout_colour_acc_lora": s["colour_acc"], "heldout_shape_acc_lora": s["shape_acc"],
         "train_seconds_this_run": round(train_s, 1), "machine": env_info(dev)})
     print(f"fill {base_fill:.3f} -> {s['fill']:.3f}; wrote {out}")
-    return stopped_at is None
+    return book.stopped_at is None
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from nodes.sd.unet import UNetModel
 from training import data
-from training.common import (LATENT_SCALE, UNET_CONFIG, WORK_DIR, Deadline, Log, add_common_args, cosine_lr, env_info,
-                             save_state, sd1_alphas_cumprod, setup, text_config_kwargs, tokenize, write_json)
+from training.common import (LATENT_SCALE, UNET_CONFIG, WORK_DIR, Log, StepBook, add_common_args, cosine_lr, env_info,
+                             sd1_alphas_cumprod, setup, text_config_kwargs, tokenize, write_json)
 from training.evaluate import generate, score
 from training.train_vae import load_trained_vae
 
@@ -154,8 +154,9 @@ def main(argv=None) -> bool:
         start, history = st["step"], st["history"]
         print(f"resuming at step {start}")
 
-    t0, running, deadline, stopped_at = time.time(), None, Deadline(args.max_minutes), None
+    t0 = time.time()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="UNet", dynamic_ncols=True)
+    book = StepBook("UNet", bar, log, state_path, args.steps, args.max_minutes, save_at_end=True)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, args.steps, g["base"], warmup=100)
@@ -169,43 +170,34 @@ def main(argv=None) -> bool:
         opt.step()
         decay = min(args.ema, (1 + step) / (10 + step))
         ema_update(ema_unet, unet, decay), ema_update(ema_text, text_model, decay)
+        book.report(step, loss)
         done = step + 1
-        if step % 10 == 0 or done == args.steps:  # .item() waits for the GPU: not every step
-            running = loss.item() if running is None else 0.8 * running + 0.2 * loss.item()
-            bar.set_postfix(loss=f"{running:.4f}")
-            log.write(step=step, loss=loss.item(), smoothed=running)
         if done % args.eval_every == 0 or done == args.steps:
             metrics = evaluate(ema_unet, ema_text, vae, args.eval_prompts, seed=7)
-            history.append({"step": done, "loss_smoothed": running, **metrics})
+            history.append({"step": done, "loss_smoothed": book.smoothed, **metrics})
             log.write(step=done, **metrics)
             tqdm.write(f"step {done}: {metrics}")
-        out_of_time = deadline.passed()
-        if done % 500 == 0 or done == args.steps or out_of_time:
-            save_state(state_path, unet=unet.state_dict(), text=text_model.state_dict(),
-                       ema_unet=ema_unet.state_dict(), ema_text=ema_text.state_dict(), opt=opt.state_dict(),
-                       gen=gen.get_state(), step=done, history=history)
-        if out_of_time and done < args.steps:
-            # finish with what there is (a lent GPU runs one command for at most 10 minutes); rerunning resumes
-            tqdm.write(f"UNet: --max-minutes reached at step {done} of {args.steps}; finishing early")
-            stopped_at = done
+        if book.checkpoint(step, lambda: dict(unet=unet.state_dict(), text=text_model.state_dict(),
+                                              ema_unet=ema_unet.state_dict(), ema_text=ema_text.state_dict(),
+                                              opt=opt.state_dict(), gen=gen.get_state(), history=history)):
             break
     train_s = time.time() - t0
-    if stopped_at is not None:
+    if book.stopped_at is not None:
         metrics = evaluate(ema_unet, ema_text, vae, args.eval_prompts, seed=7)
-        history.append({"step": stopped_at, "loss_smoothed": running, **metrics})
-        tqdm.write(f"step {stopped_at}: {metrics}")
+        history.append({"step": book.stopped_at, "loss_smoothed": book.smoothed, **metrics})
+        tqdm.write(f"step {book.stopped_at}: {metrics}")
 
     save_file({k: v.cpu().contiguous() for k, v in ema_unet.state_dict().items()}, str(work / "unet.safetensors"))
     save_file({k: v.cpu().contiguous() for k, v in ema_text.state_dict().items()}, str(work / "text.safetensors"))
     write_json(work / "unet_metrics.json", {
-        "steps": args.steps, "stopped_early_at_step": stopped_at, "batch": args.batch, "lr": args.lr,
+        "steps": args.steps, "stopped_early_at_step": book.stopped_at, "batch": args.batch, "lr": args.lr,
         "text_lr": args.text_lr, "images": args.images,
-        "caption_dropout": args.dropout, "ema": args.ema, "seed": args.seed, "final_loss_smoothed": running,
+        "caption_dropout": args.dropout, "ema": args.ema, "seed": args.seed, "final_loss_smoothed": book.smoothed,
         "history": history, "train_seconds_this_run": round(train_s, 1), "machine": env_info(dev),
         "unet_params": sum(p.numel() for p in unet.parameters()),
         "text_params": sum(p.numel() for p in text_model.parameters())})
     print(f"wrote {work / 'unet.safetensors'} and {work / 'text.safetensors'}")
-    return stopped_at is None
+    return book.stopped_at is None
 
 
 def load_trained(work=WORK_DIR, device="cpu"):

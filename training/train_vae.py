@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from nodes.sd.vae import AutoencoderKL
 from training import data
-from training.common import (LATENT_SCALE, VAE_CONFIG, WORK_DIR, Deadline, Log, add_common_args, cosine_lr, env_info,
-                             save_state, setup, write_json)
+from training.common import (LATENT_SCALE, VAE_CONFIG, WORK_DIR, Log, StepBook, add_common_args, cosine_lr, env_info,
+                             setup, write_json)
 
 SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
 CHROMA = torch.tensor([[-0.1687, -0.3313, 0.5], [0.5, -0.4187, -0.0813]])  # RGB -> (Cb, Cr)
@@ -152,8 +152,9 @@ def main(argv=None) -> bool:
     images, cover = images.to(dev), cover.to(dev)
     print(f"rendered {len(images)} scenes in {time.time() - t0:.1f} s; training on {env_info(dev)}")
 
-    deadline, t0, stopped_at = Deadline(args.max_minutes), time.time(), None
+    t0 = time.time()
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="VAE", dynamic_ncols=True)
+    book = StepBook("VAE", bar, log, state_path, args.steps, args.max_minutes, save_at_end=True)
     for step in bar:
         idx = torch.randint(0, len(images), (args.batch,), generator=gen, device=dev)
         x = images[idx].float().div(127.5).sub(1.0)
@@ -166,20 +167,13 @@ def main(argv=None) -> bool:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
-        done = step + 1
-        if step % 10 == 0 or done == args.steps:
+        if book.due(step):  # the VAE's loss parts rather than one smoothed loss
             parts = {k: round(v.item(), 5) for k, v in parts.items()}
             bar.set_postfix(l1=f"{parts['l1']:.4f}", chroma=f"{parts['chroma']:.4f}", kl=f"{parts['kl']:.1f}")
             log.write(step=step, loss=loss.item(), **parts)
-        out_of_time = deadline.passed()
-        if done % 500 == 0 or done == args.steps or out_of_time:
-            save_state(state_path, model=vae.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=done,
-                       torch_rng=torch.get_rng_state(),
-                       cuda_rng=torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None)
-        if out_of_time and done < args.steps:
-            # finish with what there is (a lent GPU runs one command for at most 10 minutes); rerunning resumes
-            tqdm.write(f"VAE: --max-minutes reached at step {done} of {args.steps}; finishing early")
-            stopped_at = done
+        if book.checkpoint(step, lambda: dict(model=vae.state_dict(), opt=opt.state_dict(), gen=gen.get_state(),
+                                              torch_rng=torch.get_rng_state(),
+                                              cuda_rng=torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None)):
             break
     train_s = time.time() - t0
 
@@ -195,7 +189,7 @@ def main(argv=None) -> bool:
     with torch.no_grad():
         lat = torch.cat([vae.encode(heldout[i:i + 64]) for i in range(0, len(heldout), 64)]) * LATENT_SCALE
     metrics["scaled_latent_std_heldout"] = lat.std(dim=(0, 2, 3)).tolist()
-    metrics.update(steps=args.steps, stopped_early_at_step=stopped_at, batch=args.batch, pool=args.pool, lr=args.lr, shape_weight=args.shape_weight,
+    metrics.update(steps=args.steps, stopped_early_at_step=book.stopped_at, batch=args.batch, pool=args.pool, lr=args.lr, shape_weight=args.shape_weight,
                    chroma_weight=args.chroma_weight, kl_weight=args.kl_weight, edge_weight=args.edge_weight,
                    seed=args.seed, train_seconds_this_run=round(train_s, 1), machine=env_info(dev),
                    params=sum(p.numel() for p in vae.parameters()))
@@ -203,7 +197,7 @@ def main(argv=None) -> bool:
     write_json(work / "vae_metrics.json", metrics)
     print(f"held-out PSNR {metrics['heldout_psnr_db']:.2f} dB, shape colour error "
           f"{metrics['heldout_shape_colour_error']:.1f}/255; wrote {work / 'vae.safetensors'}")
-    return stopped_at is None
+    return book.stopped_at is None
 
 
 def load_trained_vae(work=WORK_DIR, device="cpu") -> AutoencoderKL:
