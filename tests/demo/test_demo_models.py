@@ -124,15 +124,17 @@ def test_the_controlnet_puts_the_shape_where_the_edges_are(demo, edge_maps, prom
     prompts = [s.caption if prompt_position == "the edges'" else
                data.caption_of(s.colour, s.shape, s.background, data.other_position(s.position)) for s in specs]
 
-    def mean_iou(strength):
-        images = harness.generate(demo, prompts, seed=3, control=harness.controlnet(edges, strength))
-        return np.mean([iou(judge(im).mask if judge(im).mask is not None else np.zeros((64, 64), bool), t)
-                        for im, t in zip(images, targets)])
-
-    with_control, without = mean_iou(1.0), mean_iou(0.0)
+    with_control, without = (controlled_iou(demo, prompts, edges, targets, strength) for strength in (1.0, 0.0))
     assert with_control >= 0.7, (with_control, without)
     margin = 0.05 if prompt_position == "the edges'" else 0.5
     assert with_control > without + margin, (with_control, without)
+
+
+def controlled_iou(demo, prompts, hints, targets, strength, path=harness.CONTROLNET) -> float:
+    """Mean IoU of the shapes generated under the ControlNet at `path` (hints at `strength`) with `targets`."""
+    images = harness.generate(demo, prompts, seed=3, control=harness.controlnet(hints, strength, path=path))
+    return np.mean([iou(judge(im).mask if judge(im).mask is not None else np.zeros((64, 64), bool), t)
+                    for im, t in zip(images, targets)])
 
 
 depth_shipped = pytest.mark.skipif(not harness.DEPTH_CONTROLNET.exists(),
@@ -166,13 +168,8 @@ def test_the_depth_controlnet_puts_the_shape_where_the_depth_map_is(demo, depth_
     prompts = [s.caption if prompt_position == "the map's" else
                data.caption_of(s.colour, s.shape, s.background, data.other_position(s.position)) for s in specs]
 
-    def mean_iou(strength):
-        control = harness.controlnet(maps, strength, path=harness.DEPTH_CONTROLNET)
-        images = harness.generate(demo, prompts, seed=3, control=control)
-        return np.mean([iou(judge(im).mask if judge(im).mask is not None else np.zeros((64, 64), bool), t)
-                        for im, t in zip(images, targets)])
-
-    with_control, without = mean_iou(1.0), mean_iou(0.0)
+    with_control, without = (controlled_iou(demo, prompts, maps, targets, strength, harness.DEPTH_CONTROLNET)
+                             for strength in (1.0, 0.0))
     assert with_control >= 0.7, (with_control, without)
     margin = 0.05 if prompt_position == "the map's" else 0.5
     assert with_control > without + margin, (with_control, without)

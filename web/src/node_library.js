@@ -1,7 +1,7 @@
 // The node library: every node by category in a tree, with a search box that narrows it. Click a
 // node to add it in the middle of the view, or drag it onto the canvas.
 
-import { score } from "./search.js";
+import { categoryTree, score } from "./search.js";
 
 export const NODE_DRAG_TYPE = "application/x-nodegraph-node";
 
@@ -28,15 +28,7 @@ export class NodeLibrary {
     const query = this.query.trim();
     const entries = this.app.catalogue.filter((e) => !query || score(e, query) > 0)
       .sort((a, b) => a.title.localeCompare(b.title));
-    const root = { children: new Map(), nodes: [] };
-    for (const entry of entries) {
-      let at = root;
-      for (const part of entry.category.split("/").filter(Boolean)) {
-        if (!at.children.has(part)) at.children.set(part, { children: new Map(), nodes: [] });
-        at = at.children.get(part);
-      }
-      at.nodes.push(entry);
-    }
+    const root = categoryTree(entries);
     const build = (branch, path) => {
       const list = document.createElement("ul");
       for (const name of [...branch.children.keys()].sort()) {
