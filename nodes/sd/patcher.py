@@ -338,13 +338,7 @@ class ModelPatcher:
 
     def model_size(self) -> int:
         """Bytes of the module's parameters and buffers (shared by all clones; count it once per module)."""
-        seen, total = set(), 0
-        for t in list(self.model.parameters()) + list(self.model.buffers()):
-            ptr = t.untyped_storage().data_ptr() if t.device.type != "meta" else id(t)
-            if ptr not in seen:
-                seen.add(ptr)
-                total += t.untyped_storage().nbytes() if t.device.type != "meta" else t.numel() * t.element_size()
-        return total
+        return weight_bytes(self.model)
 
     def memory_parts(self):
         """For the engine's cache: the shared weights (one identity per storage, so every clone of
