@@ -76,6 +76,9 @@ def _common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     memory.add_argument("--weights", choices=["lean", "fp32"], default=default(None),
                         help="lean (default): an fp16 file's weights stay fp16 on the CPU, half the memory; "
                              "fp32: all cast at load")
+    memory.add_argument("--no-mmap", action="store_true", default=default(False),
+                        help="copy .safetensors weights into memory instead of mapping the file (slower loads; "
+                             "a model file overwritten in place while in use then cannot crash the process)")
     memory.add_argument("--ram-budget", default=default(None), metavar="SIZE",
                         help="refuse or tile work whose tensors would exceed this, e.g. 8GB (default: free memory)")
     memory.add_argument("--vram-budget", default=default(None), metavar="SIZE",
@@ -91,7 +94,9 @@ def _common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
 # so they also hold in processes this one starts.
 MEMORY_ENV = {"weights": "NODEGRAPH_WEIGHTS", "ram_budget": "NODEGRAPH_RAM_BUDGET",
               "vram_budget": "NODEGRAPH_VRAM_BUDGET", "lowvram": "NODEGRAPH_LOWVRAM",
-              "compile": "NODEGRAPH_COMPILE"}
+              "compile": "NODEGRAPH_COMPILE", "no_mmap": "NODEGRAPH_MMAP"}
+# A flag that turns something off exports this value instead of "1".
+_OFF_FLAGS = {"no_mmap": "0"}
 
 
 def _export_memory_options(args: argparse.Namespace) -> None:
@@ -104,7 +109,7 @@ def _export_memory_options(args: argparse.Namespace) -> None:
                 parse_size(value)
             except ValueError:
                 raise UsageError(f"--{name.replace('_', '-')} {value!r}: expected a size such as 8GB") from None
-        os.environ[env] = "1" if value is True else str(value)
+        os.environ[env] = _OFF_FLAGS.get(name, "1") if value is True else str(value)
 
 
 def _build_parser() -> argparse.ArgumentParser:

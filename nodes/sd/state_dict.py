@@ -1,15 +1,20 @@
 """Reading weight files into flat `{name: tensor}` dicts, safely.
 
-`.safetensors` tensors are read one at a time with pread(2) into ordinary memory (never left viewing a
-mapping of the file, so a file replaced or truncated later cannot crash the process, and only the
-tensors asked for are read: `TensorSource`); pickle-based files (`.ckpt/.pt/.pth/.bin`) are read ONLY
-with `torch.load(weights_only=True)`, so a checkpoint cannot run code on this machine.
+`.safetensors` tensors are views of a private, copy-on-write mapping of the file (`NODEGRAPH_MMAP=1`,
+the default): a load copies nothing, the weights share the page cache's memory, and only the pages a
+model touches are ever read. With `NODEGRAPH_MMAP=0` (`--no-mmap`) each tensor is read with pread(2)
+into memory of its own instead, so no mapping stays behind: a model file overwritten in place while
+its model is in use then cannot crash the process (with a mapping, the kernel's SIGBUS would, as it
+does for diffusers and ComfyUI; replacing a file by renaming a new one over it is safe either way).
+Only the tensors asked for are read (`TensorSource`). Pickle-based files (`.ckpt/.pt/.pth/.bin`) are
+read ONLY with `torch.load(weights_only=True)`, so a checkpoint cannot run code on this machine.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import mmap
 import os
 import pickle
 import struct
@@ -28,6 +33,12 @@ from nodes.sd.errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 SAFETENSORS_SUFFIXES = {".safetensors", ".sft"}
+MMAP_ENV = "NODEGRAPH_MMAP"
+
+
+def weights_mapped() -> bool:
+    """Whether loaded .safetensors tensors view a mapping of their file ($NODEGRAPH_MMAP, default on)."""
+    return os.environ.get(MMAP_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 
 
@@ -71,8 +82,8 @@ class TensorSource:
         self._take = take
         self._take_many = take_many
         self.path = path
-        # False when taken tensors may view a mapping of the file (torch.load(mmap=True)), so a model
-        # that keeps them must copy them to let the mapping go.
+        # False when taken tensors may view a mapping of the file that must not stay (torch.load(mmap=True)
+        # with NODEGRAPH_MMAP=0), so a model that keeps them must copy them to let the mapping go.
         self.owned = owned
 
     def take(self, key: str) -> torch.Tensor:
@@ -105,10 +116,11 @@ def open_tensor_source(path: str | Path) -> TensorSource:
         raise ModelLoadError(path, "file not found; check the path and the models folder")
     kind = _file_kind(path)
     if kind == "safetensors":
-        return _SafetensorsReader(path).source()
+        return _SafetensorsReader(path, mapped=weights_mapped()).source()
     if kind == "pickle":
-        # torch.load(mmap=True): the tensors view a mapping of the file until copied
-        return TensorSource.of(_tensors_only(path, _load_pickle(path)), consume=True, path=path, owned=False)
+        # torch.load(mmap=True): the tensors view a private mapping of the file, kept as a safetensors one is
+        return TensorSource.of(_tensors_only(path, _load_pickle(path)), consume=True, path=path,
+                               owned=weights_mapped())
     raise ModelLoadError(
         path,
         "not a .safetensors file nor a PyTorch checkpoint (unrecognised header); "
@@ -159,12 +171,13 @@ _SAFETENSORS_ERRORS = (SafetensorError, OSError, ValueError, RuntimeError, TypeE
 
 
 class _SafetensorsReader:
-    """One open .safetensors file (its header checked by safetensors); each tensor is read with pread(2)
-    into memory of its own. Several tensors are read by a few threads at once (`read_many`): the reads
-    and the page faults of the fresh memory run outside the GIL, which halves a warm checkpoint load on
-    2 cores (docs/performance.md, "Checkpoint load")."""
+    """One open .safetensors file (its header checked by safetensors). A tensor is a view of a private
+    mapping of the file when `mapped` (and its offset suits its dtype), else read with pread(2) into
+    memory of its own; then several are read by a few threads at once (`read_many`): the reads and the
+    page faults of the fresh memory run outside the GIL, which halves a copying load on 2 cores
+    (docs/performance.md, "Checkpoint load")."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, mapped: bool = False):
         self.path = path
         with self._errors():
             self._file = safe_open(str(path), framework="pt", device="cpu")  # validates header and offsets
@@ -175,6 +188,15 @@ class _SafetensorsReader:
                                                device="meta")
             self._offsets, self._data_start = _safetensors_offsets(path)
             self._fd = os.open(path, os.O_RDONLY)  # one descriptor: the file checked above is the one read
+        self._mapping = self._map() if mapped else None
+
+    def _map(self) -> mmap.mmap | None:
+        """The file as a MAP_PRIVATE mapping: a write to a view copies the page, never reaches the file."""
+        try:
+            return mmap.mmap(self._fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        except (OSError, ValueError) as e:  # a file system that cannot map files: read instead
+            log.debug("%s: cannot map (%s); reading it", self.path, e)
+            return None
 
     def __del__(self):
         fd = getattr(self, "_fd", None)
@@ -184,6 +206,10 @@ class _SafetensorsReader:
     def read(self, key: str) -> torch.Tensor:
         meta = self.shapes[key]
         begin, end = self._offsets[key]
+        start = self._data_start + begin
+        if self._mapping is not None and start % meta.element_size() == 0 and end > begin:
+            # a storage of its own over its bytes, so memory accounting sees each tensor's size
+            return torch.frombuffer(self._mapping, dtype=meta.dtype, count=meta.numel(), offset=start).reshape(meta.shape)
         buffer = torch.empty(end - begin, dtype=torch.uint8)
         if end > begin:
             view = memoryview(buffer.numpy())
@@ -198,6 +224,9 @@ class _SafetensorsReader:
 
     def read_many(self, keys: list[str]) -> Iterator[torch.Tensor]:
         """`read` of each key, in order, with up to READ_AHEAD_BYTES read ahead by READ_THREADS threads."""
+        if self._mapping is not None:  # views: nothing to read ahead
+            yield from map(self.read, keys)
+            return
         with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="safetensors-read") as pool:
             pending: deque = deque()
             ahead, queued = 0, iter(keys)

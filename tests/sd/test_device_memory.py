@@ -138,12 +138,15 @@ def test_memory_options_on_the_command_line_reach_the_model_code(monkeypatch):
     from nodegraph import cli
     from nodes.sd.block_streaming import lowvram_requested
     from nodes.sd.device import weight_mode
+    from nodes.sd.state_dict import weights_mapped
 
     for env in cli.MEMORY_ENV.values():
         monkeypatch.setenv(env, "")  # recorded, so what the options set is undone after the test
+    assert weights_mapped()  # the default
     args = cli._build_parser().parse_args(["run", "w.json", "--vram-budget", "3GB", "--lowvram", "--weights", "fp32",
-                                           "--ram-budget", "6GB"])
+                                           "--ram-budget", "6GB", "--no-mmap"])
     cli._export_memory_options(args)
+    assert not weights_mapped()
     assert device_memory.vram_budget(torch.device("cuda")) == 3 * 1024**3
     assert lowvram_requested() and weight_mode() == "fp32"
     assert os.environ["NODEGRAPH_RAM_BUDGET"] == "6GB"
