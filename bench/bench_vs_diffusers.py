@@ -163,7 +163,7 @@ def api_prompt(ckpt: str, steps: int, size: int = 512) -> dict:
     }
 
 
-def ours_txt2img(workdir: Path, mode: str, steps: int) -> dict:
+def ours_txt2img(workdir: Path, mode: str, steps: int, allocator: str = "") -> dict:
     """`nodegraph run` in a fresh process (the product path, imports included): its wall time and peak RSS."""
     home = Path(tempfile.mkdtemp(prefix="bench-home-", dir=workdir))
     models = home / "models" / "checkpoints"
@@ -172,10 +172,10 @@ def ours_txt2img(workdir: Path, mode: str, steps: int) -> dict:
     prompt = home / "prompt.json"
     prompt.write_text(json.dumps(api_prompt(CHECKPOINT, steps)))
     warm_page_cache(workdir / CHECKPOINT)
-    env = {**os.environ, "NODEGRAPH_WEIGHTS": mode, "NODEGRAPH_THREADS": "2"}
+    env = {**os.environ, "NODEGRAPH_WEIGHTS": mode, "NODEGRAPH_THREADS": "2", "NODEGRAPH_ALLOCATOR": allocator}
     before = loadavg()
     code, out, err, wall, rss = run_measured(
-        [sys.executable, "-m", "nodegraph.cli", "--base-dir", str(home), "-q", "run", str(prompt)], env)
+        [sys.executable, "-m", "nodegraph", "--base-dir", str(home), "-q", "run", str(prompt)], env)
     if code or not list((home / "output").glob("*.png")):
         raise SystemExit(f"nodegraph run failed:\n{err[-3000:]}")
     shutil.rmtree(home, ignore_errors=True)
@@ -337,7 +337,7 @@ def cold_start(rounds: int) -> dict:
     its bytecode caches as it does for a user (PYTHONDONTWRITEBYTECODE is dropped for the children)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     home = Path(tempfile.mkdtemp(prefix="bench-cold-"))
-    cmd = [sys.executable, "-m", "nodegraph.cli", "--base-dir", str(home), "-q", "run",
+    cmd = [sys.executable, "-m", "nodegraph", "--base-dir", str(home), "-q", "run",
            str(ROOT / "workflows" / "txt2img.json")]
     runs = []
     for _ in range(rounds + 1):
@@ -358,10 +358,10 @@ def cold_start(rounds: int) -> dict:
 
 # ---------------------------------------------------------------------------------------------- main
 
-def run_worker(args, *extra) -> dict:
+def run_worker(args, *extra, env: dict | None = None) -> dict:
     cmd = [sys.executable, __file__, "--workdir", str(args.workdir), "--steps", str(args.steps),
            "--rounds", str(args.rounds), "--sizes", *map(str, args.sizes), "--worker", *extra]
-    code, out, err, _, rss = run_measured(cmd)
+    code, out, err, _, rss = run_measured(cmd, env)
     if code:
         raise SystemExit(f"worker {extra} failed:\n{err[-3000:]}")
     print(out.rstrip().rsplit("\n", 1)[0] if "\n" in out.strip() else "", flush=True)  # the worker's progress
@@ -411,11 +411,19 @@ def main() -> None:
         print("load:", json.dumps(results["load"], indent=1), flush=True)
     if "memory" in args.parts:
         results["memory"] = {"diffusers-fp32": run_worker(args, "diffusers-txt2img"),
-                             **{f"ours-{mode}": ours_txt2img(args.workdir, mode, args.steps) for mode in ("lean", "fp32")}}
+                             **{f"ours-{mode}": ours_txt2img(args.workdir, mode, args.steps) for mode in ("lean", "fp32")},
+                             "ours-lean-glibc": ours_txt2img(args.workdir, "lean", args.steps, "system")}
         print("memory:", json.dumps(results["memory"], indent=1), flush=True)
     if "timing" in args.parts:
+        # Ours and diffusers in one process, once with each allocator: the C library's (what diffusers
+        # runs with), then tcmalloc (what the `nodegraph` command runs with, nodegraph/allocator.py).
         results["timing"] = run_worker(args, "timing")
         print("timing:", json.dumps(results["timing"], indent=1), flush=True)
+        from nodegraph.allocator import find_tcmalloc, preload_environment
+        env = preload_environment(os.environ, find_tcmalloc())
+        if env is not None:
+            results["timing-tcmalloc"] = run_worker(args, "timing", env=env)
+            print("timing with tcmalloc:", json.dumps(results["timing-tcmalloc"], indent=1), flush=True)
     if "compile" in args.parts:
         results["compile"] = run_worker(args, "compile")
         print("compile:", json.dumps(results["compile"]), flush=True)
@@ -442,32 +450,27 @@ def report(r: dict) -> None:
     if "memory" in r:
         m = r["memory"]
         ref = m["diffusers-fp32"]
-        for mode in ("lean", "fp32"):
+        for mode in ("lean", "fp32", "lean-glibc"):
             x = m[f"ours-{mode}"]
             print(f"peak RSS txt2img ours {mode}: {x['peak_rss_gb']:.2f} GB vs diffusers fp32 {ref['peak_rss_gb']:.2f} GB: "
                   f"{x['peak_rss_gb'] / ref['peak_rss_gb']:.2f} (target <= 0.65); whole run {x['wall_s']:.1f} s vs "
                   f"{ref['wall_s']:.1f} s [{x['load']:.1f} / {ref['load']:.1f}]")
-    if "timing" in r:
-        t, d = r["timing"]["times"], r["timing"]["diffs"]
+    for key, allocator in (("timing", "C library malloc"), ("timing-tcmalloc", "tcmalloc")):
+        if key in r:
+            print(f"-- ours and diffusers in one process, both with {allocator}:")
+            report_timing(r[key])
+    if "timing" in r and "timing-tcmalloc" in r:
+        shipped, ref = r["timing-tcmalloc"]["times"], r["timing"]["times"]
+        print("-- as shipped: ours with tcmalloc (the nodegraph command) vs diffusers with the C library's malloc:")
         for size in sorted(r["timing"]["flops"]):
-            ref = t[f"unet diffusers {size}"]
+            d = ref[f"unet diffusers {size}"]
             for impl in ("lean", "fp32"):
-                x = t[f"unet ours {impl} {size}"]
-                print(f"UNet {size}² b2 ours {impl}: {x['wall_s']:.2f} s wall / {x['cpu_s']:.2f} s cpu vs diffusers "
-                      f"{ref['wall_s']:.2f} / {ref['cpu_s']:.2f}: {x['wall_s'] / ref['wall_s']:.2f} / "
-                      f"{x['cpu_s'] / ref['cpu_s']:.2f} (target <= 0.9) [{x['load']:.1f}]")
-            cast = t[f"unet ours lean {size}"]["cpu_s"] / t[f"unet ours fp32 {size}"]["cpu_s"] - 1
-            print(f"lean cast cost at {size}²: {cast * 100:+.1f} % cpu per step (target < 5 %)")
-            flops = r["timing"]["flops"][size]
-            floor = flops / (r["timing"]["gemm_gflops"] * 1e9)
-            best = min(t[f"unet ours {m} {size}"]["wall_s"] for m in ("lean", "fp32"))
-            print(f"UNet {size}² b2: {flops / 1e12:.3f} TFLOP; floor at {r['timing']['gemm_gflops']:.0f} GFLOP/s "
-                  f"(fp32 GEMM here) {floor:.2f} s; ours reaches {floor / best:.2f} of it")
-            print(f"  differences: {d[f'unet {size}']}")
-        x, ref = t["vae ours 512"], t["vae diffusers 512"]
-        print(f"VAE decode 512²: ours {x['wall_s']:.2f} s wall / {x['cpu_s']:.2f} s cpu vs diffusers (= before) "
-              f"{ref['wall_s']:.2f} / {ref['cpu_s']:.2f}: {x['wall_s'] / ref['wall_s']:.2f} / "
-              f"{x['cpu_s'] / ref['cpu_s']:.2f} (target <= 0.5) [{x['load']:.1f}]; {d['vae 512']}")
+                x = shipped[f"unet ours {impl} {size}"]
+                print(f"UNet {size}² b2 ours {impl}: {x['wall_s']:.2f} s vs {d['wall_s']:.2f} s: "
+                      f"{x['wall_s'] / d['wall_s']:.2f} wall / {x['cpu_s'] / d['cpu_s']:.2f} cpu (target <= 0.9)")
+        x, d = shipped["vae ours 512"], ref["vae diffusers 512"]
+        print(f"VAE decode 512²: {x['wall_s']:.2f} s vs {d['wall_s']:.2f} s: {x['wall_s'] / d['wall_s']:.2f} wall / "
+              f"{x['cpu_s'] / d['cpu_s']:.2f} cpu (target <= 0.5)")
     if "compile" in r:
         for size, x in r["compile"].items():
             if not isinstance(x, dict):
@@ -479,6 +482,29 @@ def report(r: dict) -> None:
         c = r["cold"]
         print(f"cold start nodegraph run workflows/txt2img.json: {c['wall_s']:.2f} s wall median {c['all_s']}, "
               f"{c['cpu_s']:.2f} s cpu (target <= 3 s) [{c['load']:.1f}]; first use in a fresh home {c['first_use_s']:.2f} s")
+
+
+def report_timing(timing: dict) -> None:
+    t, d = timing["times"], timing["diffs"]
+    for size in sorted(timing["flops"]):
+        ref = t[f"unet diffusers {size}"]
+        for impl in ("lean", "fp32"):
+            x = t[f"unet ours {impl} {size}"]
+            print(f"UNet {size}² b2 ours {impl}: {x['wall_s']:.2f} s wall / {x['cpu_s']:.2f} s cpu vs diffusers "
+                  f"{ref['wall_s']:.2f} / {ref['cpu_s']:.2f}: {x['wall_s'] / ref['wall_s']:.2f} / "
+                  f"{x['cpu_s'] / ref['cpu_s']:.2f} (target <= 0.9) [{x['load']:.1f}]")
+        cast = t[f"unet ours lean {size}"]["cpu_s"] / t[f"unet ours fp32 {size}"]["cpu_s"] - 1
+        print(f"lean cast cost at {size}²: {cast * 100:+.1f} % cpu per step (target < 5 %)")
+        flops = timing["flops"][size]
+        floor = flops / (timing["gemm_gflops"] * 1e9)
+        best = min(t[f"unet ours {m} {size}"]["wall_s"] for m in ("lean", "fp32"))
+        print(f"UNet {size}² b2: {flops / 1e12:.3f} TFLOP; floor at {timing['gemm_gflops']:.0f} GFLOP/s "
+              f"(fp32 GEMM here) {floor:.2f} s; ours reaches {floor / best:.2f} of it")
+        print(f"  differences: {d[f'unet {size}']}")
+    x, ref = t["vae ours 512"], t["vae diffusers 512"]
+    print(f"VAE decode 512²: ours {x['wall_s']:.2f} s wall / {x['cpu_s']:.2f} s cpu vs diffusers (= before) "
+          f"{ref['wall_s']:.2f} / {ref['cpu_s']:.2f}: {x['wall_s'] / ref['wall_s']:.2f} / "
+          f"{x['cpu_s'] / ref['cpu_s']:.2f} (target <= 0.5) [{x['load']:.1f}]; {d['vae 512']}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,5 @@
 """`python -m nodegraph ...`: the same as the `nodegraph` command (for environments where the script
 is not on PATH, e.g. a container's or a CI's venv)."""
-import sys
+from .launch import main
 
-from .cli import main
-
-sys.exit(main())
+main()

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__, resources
+from . import __version__, allocator, resources
 from . import folders as folder_paths
 from .cache import DEFAULT_BUDGET, OutputCache, parse_size
 from .errors import NodegraphError, ValidationError, WorkflowError
@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    log.debug("memory allocator: %s", allocator.describe())
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_INVALID

@@ -37,8 +37,13 @@ MMAP_ENV = "NODEGRAPH_MMAP"
 
 
 def weights_mapped() -> bool:
-    """Whether loaded .safetensors tensors view a mapping of their file ($NODEGRAPH_MMAP, default on)."""
-    return os.environ.get(MMAP_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    """Whether loaded .safetensors tensors view a mapping of their file: $NODEGRAPH_MMAP (default on), in
+    the lean weight mode only. In the fp32 mode every weight is copied (cast) anyway, and one small
+    tensor kept as it is (position ids) would hold the whole file's pages in the process."""
+    from nodes.sd.device import weight_mode
+
+    allowed = os.environ.get(MMAP_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    return allowed and weight_mode() == "lean"
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 
 

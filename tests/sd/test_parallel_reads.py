@@ -18,6 +18,13 @@ from nodes.sd.errors import ModelLoadError
 from nodes.sd.state_dict import open_tensor_source
 
 
+@pytest.fixture(autouse=True)
+def lean_and_mapped(monkeypatch):
+    """The defaults, whatever weight mode the suite runs in; tests that read say so."""
+    monkeypatch.setenv("NODEGRAPH_WEIGHTS", "lean")
+    monkeypatch.delenv(state_dict.MMAP_ENV, raising=False)
+
+
 @pytest.fixture
 def weights(tmp_path):
     g = torch.Generator().manual_seed(0)
@@ -95,3 +102,14 @@ def test_a_tensor_at_an_offset_its_dtype_cannot_view_is_read_instead(tmp_path):
     source = open_tensor_source(path)
     assert torch.equal(source.take("b"), floats)
     assert source.take("a").tolist() == [7, 8, 9]
+
+
+def test_mapped_only_in_the_lean_weight_mode_and_unless_turned_off(monkeypatch):
+    monkeypatch.setenv("NODEGRAPH_WEIGHTS", "lean")
+    monkeypatch.delenv(state_dict.MMAP_ENV, raising=False)
+    assert state_dict.weights_mapped()
+    monkeypatch.setenv(state_dict.MMAP_ENV, "0")
+    assert not state_dict.weights_mapped()
+    monkeypatch.setenv(state_dict.MMAP_ENV, "1")
+    monkeypatch.setenv("NODEGRAPH_WEIGHTS", "fp32")  # every weight is cast (copied) anyway
+    assert not state_dict.weights_mapped()
