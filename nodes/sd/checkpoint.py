@@ -191,7 +191,7 @@ def load_weights(
         tensors[k] = tensor
         del src, tensor
     module.load_state_dict(tensors, strict=True, assign=True)
-    if narrow:
+    if narrow or lean:  # lean-capable modules always: the casting layers are also where the fast convs are
         enable_casting(module, dtype)
     return module.eval().requires_grad_(False)
 
