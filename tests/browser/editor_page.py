@@ -157,17 +157,21 @@ class EditorPage:
             action()
         return request.value.post_data_json
 
-    def add_node_by_search(self, query: str, at) -> int:
-        """Double-click the canvas at `at`, type `query`, press Enter; returns the new node's id."""
-        before = {n["id"] for n in self.nodes()}
-        for attempt in range(3):  # on a busy machine the two clicks may arrive too far apart
+    def double_click_for(self, at, selector: str):
+        """Double-click at `at` until `selector` appears; returns its element. litegraph tells a double
+        click by the time between its two clicks, which a busy machine can stretch past its limit."""
+        for attempt in range(3):
             self.page.mouse.dblclick(*at)
             try:
-                self.page.wait_for_selector(".ng-search input", timeout=4000)
-                break
+                return self.page.wait_for_selector(selector, timeout=4000)
             except Exception:
                 if attempt == 2:
                     raise
+
+    def add_node_by_search(self, query: str, at) -> int:
+        """Double-click the canvas at `at`, type `query`, press Enter; returns the new node's id."""
+        before = {n["id"] for n in self.nodes()}
+        self.double_click_for(at, ".ng-search input")
         self.page.keyboard.type(query)
         self.page.keyboard.press("Enter")
         self.page.wait_for_function("n => nodegraph.editor.nodes.length > n", arg=len(before))

@@ -97,8 +97,7 @@ def test_bypass_and_mute_show_their_colours_and_leave_the_prompt(editor):
 def test_node_menu_title_colour_collapse_pin_align_distribute(editor):
     page = editor.page
     x, y = editor.title_pos(4)
-    page.mouse.dblclick(x, y)  # rename
-    box = page.wait_for_selector(".graphdialog input")
+    box = editor.double_click_for((x, y), ".graphdialog input")  # rename
     box.fill("Size")
     page.keyboard.press("Enter")
     assert editor.node(4)["title"] == "Size"
@@ -143,8 +142,7 @@ def test_groups_around_a_selection_rename_colour_move_resize_remove(editor):
         assert x <= n["pos"][0] and n["pos"][0] + n["size"][0] <= x + w and y <= n["pos"][1] - 30 and n["pos"][1] + n["size"][1] <= y + h
     title = lambda: editor.to_client([editor.workflow()["groups"][0]["bounding"][0] + 40, editor.workflow()["groups"][0]["bounding"][1] + 10])  # noqa: E731
 
-    page.mouse.dblclick(*title())
-    page.wait_for_selector(".graphdialog input").fill("Prompts")
+    editor.double_click_for(title(), ".graphdialog input").fill("Prompts")
     page.keyboard.press("Enter")
     page.mouse.click(*title(), button="right")
     page.click(".litecontextmenu .litemenu-entry >> text='Edit Group'")
