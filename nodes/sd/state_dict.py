@@ -33,6 +33,7 @@ from nodes.sd.errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 SAFETENSORS_SUFFIXES = {".safetensors", ".sft"}
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 MMAP_ENV = "NODEGRAPH_MMAP"
 
 
@@ -44,7 +45,6 @@ def weights_mapped() -> bool:
 
     allowed = os.environ.get(MMAP_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
     return allowed and weight_mode() == "lean"
-PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 
 
 class _PickledMetadata:

@@ -11,7 +11,7 @@ from nodes.sd.checkpoint import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, load_check
 from nodes.sd.lora import LoRA
 from nodes.sd.patcher import ModelPatcher
 from nodes.sd.tiny import make_tiny_checkpoint
-from nodes.sd.weight_casting import CastConv2d, CastLinear, compute_dtype, enable_casting, weight_bytes
+from nodes.sd.weight_casting import CastConv2d, compute_dtype, enable_casting, weight_bytes
 
 pytestmark = pytest.mark.usefixtures("seeded")
 
