@@ -38,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    log.debug("memory allocator: %s", allocator.describe())
+    if log.isEnabledFor(logging.DEBUG):  # describe() reads /proc/self/maps
+        log.debug("memory allocator: %s", allocator.describe())
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_INVALID

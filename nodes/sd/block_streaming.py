@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
+
+from nodes.sd.device import env_flag
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ Transfer = Callable[[torch.Tensor, torch.device], torch.Tensor]
 
 
 def lowvram_requested() -> bool:
-    return os.environ.get(LOWVRAM_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return env_flag(LOWVRAM_ENV, False)
 
 
 def streaming_units(root: nn.Module) -> list[nn.Module]:

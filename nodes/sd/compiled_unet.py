@@ -13,11 +13,12 @@ the call runs eagerly. A compile that fails falls back to eager for that model, 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any, Callable
 
 import torch
+
+from nodes.sd.device import env_flag
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ COMPILE_ENV = "NODEGRAPH_COMPILE"
 
 
 def compile_requested() -> bool:
-    return os.environ.get(COMPILE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return env_flag(COMPILE_ENV, False)
 
 
 def _inductor_frozen(module: torch.nn.Module) -> Callable[..., Any]:

@@ -26,6 +26,16 @@ def compute_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """A yes/no environment switch (NODEGRAPH_LOWVRAM, NODEGRAPH_COMPILE, NODEGRAPH_MMAP): `default`
+    unless set to one of 1/true/yes/on or 0/false/no/off."""
+    value = os.environ.get(name, "").strip().lower()
+    return True if value in _TRUE else False if value in _FALSE else default
+
+
 WEIGHTS_ENV = "NODEGRAPH_WEIGHTS"
 WEIGHT_MODES = ("lean", "fp32")
 # lean: half the resident memory of fp32 for an fp16 file, bit-identical outputs (fp16 -> fp32 is exact);

@@ -41,10 +41,9 @@ def weights_mapped() -> bool:
     """Whether loaded .safetensors tensors view a mapping of their file: $NODEGRAPH_MMAP (default on), in
     the lean weight mode only. In the fp32 mode every weight is copied (cast) anyway, and one small
     tensor kept as it is (position ids) would hold the whole file's pages in the process."""
-    from nodes.sd.device import weight_mode
+    from nodes.sd.device import env_flag, weight_mode
 
-    allowed = os.environ.get(MMAP_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
-    return allowed and weight_mode() == "lean"
+    return env_flag(MMAP_ENV, True) and weight_mode() == "lean"
 
 
 class _PickledMetadata:
@@ -185,10 +184,10 @@ class _SafetensorsReader:
     def __init__(self, path: Path, *, mapped: bool = False):
         self.path = path
         with self._errors():
-            self._file = safe_open(str(path), framework="pt", device="cpu")  # validates header and offsets
+            checked = safe_open(str(path), framework="pt", device="cpu")  # validates header and offsets
             self.shapes = {}
-            for key in self._file.keys():
-                info = self._file.get_slice(key)
+            for key in checked.keys():
+                info = checked.get_slice(key)
                 self.shapes[key] = torch.empty(info.get_shape(), dtype=_SAFETENSORS_DTYPES[info.get_dtype()],
                                                device="meta")
             self._offsets, self._data_start = _safetensors_offsets(path)

@@ -1,4 +1,5 @@
 """Device / dtype policy."""
+import pytest
 import torch
 
 from nodes.sd import device
@@ -26,3 +27,16 @@ def test_cuda_uses_half_precision_but_never_fp16_for_the_vae(monkeypatch):
     assert device.vae_dtype(cuda) == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert device.vae_dtype(cuda) == torch.float32
+
+
+@pytest.mark.parametrize("value, default, expected", [
+    ("", True, True), ("", False, False),  # unset or empty: the default
+    ("1", False, True), ("Yes", False, True), (" on ", False, True),
+    ("0", True, False), ("off", True, False), ("FALSE", True, False),
+    ("maybe", True, True), ("maybe", False, False),  # not a yes or a no: the default
+])
+def test_env_flag(monkeypatch, value, default, expected):
+    from nodes.sd.device import env_flag
+
+    monkeypatch.setenv("NODEGRAPH_TEST_FLAG", value)
+    assert env_flag("NODEGRAPH_TEST_FLAG", default) is expected
