@@ -45,6 +45,11 @@ def test_lean_mode_keeps_exactly_the_files_bytes_resident(fp16_checkpoint, monke
     assert weight_bytes(fp32.unet) == 2 * file_bytes(fp16_checkpoint, UNET_PREFIX)
     assert {p.dtype for p in fp32.unet.parameters()} == {torch.float32}
 
+    # in every mode the UNet's and VAE's convs are the casting layer: the door to the Winograd convs
+    for model in (lean.unet, lean.vae, fp32.unet, fp32.vae):
+        assert not any(type(m) is torch.nn.Conv2d for m in model.modules())
+        assert any(isinstance(m, CastConv2d) for m in model.modules())
+
 
 def test_an_fp32_file_is_fp32_in_both_modes(tiny_checkpoint, monkeypatch):
     lean = load(tiny_checkpoint, "lean", monkeypatch)
