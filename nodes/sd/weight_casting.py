@@ -60,7 +60,10 @@ class CastConv2d(nn.Conv2d):
     """Also the door to Winograd's 3×3 convolution where it gains (nodes.sd.winograd)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return winograd.conv_forward(self, x, _cast_weight(self.weight, x.dtype), _cast(self.bias, x.dtype))
+        bias = _cast(self.bias, x.dtype)
+        if winograd.suits(self, x):
+            return winograd.conv3x3(x, _cast_weight(self.weight, x.dtype), bias)
+        return self._conv_forward(x, _cast_weight(self.weight, x.dtype), bias)
 
 
 class CastGroupNorm(nn.GroupNorm):

@@ -22,15 +22,16 @@ import torch
 from nodes.sd.fast_ops import no_autograd
 
 # Below these, the transforms and a small GEMM cost more than the multiplications saved. Both the input
-# and the output channels: that also keeps the VAE decoder's full-resolution level (128 channels, where
-# it gains least: 0.81× for its 256 → 128 conv) on oneDNN, so a decode's peak memory stays within
-# memory_limits' estimate (the transformed tiles are 2.25× the conv's input and output).
+# and the output channels: the VAE decoder's full-resolution level (128 channels) stays on oneDNN, where
+# Winograd's transforms eat the saving (0.96× for 128 → 128; 256 → 128 measured 0.81× in one pass and
+# 1.25× in another).
 MIN_CHANNELS = 256
 # And enough pixels × input channels (batch × height × width × in): measured at 2 × 16 × 16 pixels, 0.85×
 # the direct time with 1280 channels, 1.07× with 640; at 2 × 32 × 32, 0.66× with 320; 1.62× at 2 × 8 × 8.
 MIN_WORK = 2 * 32 * 32 * 320
-# The transformed input and output tiles are 2.25× the input and output; above this, direct conv.
-MAX_TRANSFORMED_BYTES = 2 * 1024**3
+# The transformed tiles of one band of tile rows: bounds the working memory, which for the whole image at
+# once would be 2.25× the conv's input and output (measured: the same speed either way).
+CHUNK_BYTES = 32 * 1024**2
 
 
 @functools.cache
@@ -57,7 +58,7 @@ def suits(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
     if min(x.shape[1], conv.out_channels) < MIN_CHANNELS:
         return False
     n, c, h, w = x.shape
-    if n * h * w * c < MIN_WORK or n * h * w < 512 or 2.25 * n * h * w * (c + conv.out_channels) * 4 > MAX_TRANSFORMED_BYTES:
+    if n * h * w * c < MIN_WORK or n * h * w < 512:
         return False
     return no_autograd() and not torch.compiler.is_compiling()
 
@@ -65,37 +66,56 @@ def suits(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """F.conv2d(x, weight, bias, padding=1) for a (out, in, 3, 3) weight, by F(4×4, 3×3), in x's memory
     format (channels-last in, channels-last out)."""
-    kb, kg, ka = _matrices()
-    n, c, h, w = x.shape
-    out_channels = weight.shape[0]
-    th, tw = -(-h // 4), -(-w // 4)  # tiles; a ragged edge is padded with zeros and cropped after
-    padded = x.new_zeros(n, 4 * th + 2, 4 * tw + 2, c)  # NHWC: each tile's channels are contiguous
-    padded[:, 1:h + 1, 1:w + 1] = x.permute(0, 2, 3, 1)
-    tiles = padded.unfold(1, 6, 4).unfold(2, 6, 4)  # (n, th, tw, c, 6, 6), overlapping by 2
-    count = n * th * tw
-    v = torch.matmul(kb, tiles.reshape(count * c, 36).t())  # (36, count·c): transformed input
-    u = torch.matmul(kg, weight.reshape(out_channels * c, 9).t()).view(36, out_channels, c)
-    m = torch.bmm(v.view(36, count, c), u.transpose(1, 2))  # (36, count, out): the 36 GEMMs
-    y = torch.matmul(ka, m.view(36, count * out_channels)).view(4, 4, n, th, tw, out_channels)
-    ragged = (4 * th, 4 * tw) != (h, w)
+    return _run(x, _transformed_weight(weight), bias)
+
+
+def _run(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    n, _, h, w = x.shape
+    out_channels = u.shape[2]
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, 4 * th, 4 * tw, out_channels)  # a fresh tensor
-        if ragged:
-            y = y[:, :h, :w].contiguous()
+        out = x.new_empty(n, h, w, out_channels)
+        _winograd(x, u, out, channels_last=True)
         if bias is not None:
-            y.add_(bias)
-        return y.permute(0, 3, 1, 2)
-    y = y.permute(2, 5, 3, 0, 4, 1).reshape(n, out_channels, 4 * th, 4 * tw)
-    if ragged:
-        y = y[:, :, :h, :w].contiguous()
+            out.add_(bias)
+        return out.permute(0, 3, 1, 2)
+    out = x.new_empty(n, out_channels, h, w)
+    _winograd(x, u, out, channels_last=False)
     if bias is not None:
-        y.add_(bias.view(-1, 1, 1))
-    return y
+        out.add_(bias.view(-1, 1, 1))
+    return out
 
 
-def conv_forward(conv: torch.nn.Conv2d, x: torch.Tensor, weight: torch.Tensor,
-                 bias: torch.Tensor | None) -> torch.Tensor:
-    """`conv`'s forward with these (already cast) weights: Winograd where it `suits`, else oneDNN's."""
-    if suits(conv, x):
-        return conv3x3(x, weight, bias)
-    return conv._conv_forward(x, weight, bias)
+def _transformed_weight(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in, 3, 3) → the 36 transformed (in, out) matrices of the tile positions."""
+    _, kg, _ = _matrices()
+    out_channels, c = weight.shape[:2]
+    return torch.matmul(kg, weight.reshape(out_channels * c, 9).t()).view(36, out_channels, c).transpose(1, 2)
+
+
+def _winograd(x: torch.Tensor, u: torch.Tensor, out: torch.Tensor, channels_last: bool) -> None:
+    """Write conv3x3(x) with the transformed weights `u` (36, in, out) into `out` ((n, h, w, out) when
+    channels_last, else (n, out, h, w)), a band of tile rows at a time (CHUNK_BYTES)."""
+    kb, _, ka = _matrices()
+    n, c, h, w = x.shape
+    out_channels = u.shape[2]
+    th, tw = -(-h // 4), -(-w // 4)  # tiles; a ragged edge is padded with zeros and cropped after
+    rows = max(1, min(th, CHUNK_BYTES // (36 * n * tw * max(c, out_channels) * 4)))
+    source = x.permute(0, 2, 3, 1)  # NHWC: each tile's channels are contiguous
+    for r0 in range(0, th, rows):
+        band = min(th, r0 + rows) - r0
+        first = 4 * r0 - 1  # the band's input rows: first … first + 4·band + 1, zero outside the image
+        padded = x.new_zeros(n, 4 * band + 2, 4 * tw + 2, c)
+        top, bottom = max(first, 0), min(first + 4 * band + 2, h)
+        padded[:, top - first:bottom - first, 1:w + 1] = source[:, top:bottom]
+        tiles = padded.unfold(1, 6, 4).unfold(2, 6, 4)  # (n, band, tw, c, 6, 6), overlapping by 2
+        count = n * band * tw
+        v = torch.matmul(kb, tiles.reshape(count * c, 36).t())  # (36, count·c): transformed input
+        m = torch.bmm(v.view(36, count, c), u)  # (36, count, out): the 36 GEMMs
+        y = torch.matmul(ka, m.view(36, count * out_channels)).view(4, 4, n, band, tw, out_channels)
+        rows_out = min(4 * (r0 + band), h) - 4 * r0  # fewer past a ragged bottom edge
+        if channels_last:
+            y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, 4 * band, 4 * tw, out_channels)
+            out[:, 4 * r0:4 * r0 + rows_out] = y[:, :rows_out, :w]
+        else:
+            y = y.permute(2, 5, 3, 0, 4, 1).reshape(n, out_channels, 4 * band, 4 * tw)
+            out[:, :, 4 * r0:4 * r0 + rows_out] = y[:, :, :rows_out, :w]

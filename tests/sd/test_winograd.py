@@ -37,6 +37,21 @@ def test_equals_the_direct_convolution(n, c, out, h, w, channels_last, with_bias
     assert (got.double() - exact).abs().max().item() <= 2e-5 * exact.abs().max().item()
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bands_of_tile_rows_give_the_same_result(channels_last, monkeypatch):
+    """Large inputs are computed a band of tile rows at a time (bounded working memory): bands of one
+    and two tile rows, the last band ragged (h = 18: 5 tile rows, the last half outside the image)."""
+    x, weight, bias = _case(2, 6, 5, 18, 11, seed=4)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    exact = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)
+    with torch.inference_mode():
+        for rows in (1, 2):
+            monkeypatch.setattr(winograd, "CHUNK_BYTES", rows * 36 * 2 * 3 * 6 * 4)  # n · tile columns · max(in, out)
+            banded = winograd.conv3x3(x, weight, bias)
+            assert (banded.double() - exact).abs().max().item() <= 2e-5 * exact.abs().max().item()
+
+
 def test_a_full_size_unet_conv_against_float64():
     # the UNet's level-1 conv at 256²: 320 channels, 32×32 latent pixels, a CFG batch of 2
     x, weight, bias = _case(2, 320, 320, 32, 32, seed=3)
