@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nodes.sd import winograd
+from nodes.sd import few_rows, winograd
 
 COMPUTE_DTYPE_ATTR = "compute_dtype"
 
@@ -52,17 +52,24 @@ def _cast_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class CastLinear(nn.Linear):
+    """Also the door to the weight-rows GEMM over few rows (nodes.sd.few_rows)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if few_rows.linear_suits(x, self.in_features):
+            return few_rows.linear(x, self.weight, _cast(self.bias, x.dtype), lambda w: _cast_weight(w, x.dtype))
         return F.linear(x, _cast_weight(self.weight, x.dtype), _cast(self.bias, x.dtype))
 
 
 class CastConv2d(nn.Conv2d):
-    """Also the door to Winograd's 3×3 convolution where it gains (nodes.sd.winograd)."""
+    """Also the door to the faster 3×3 convolutions: Winograd's on many pixels (nodes.sd.winograd),
+    im2col with the weight-rows GEMM on very few (nodes.sd.few_rows)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = _cast(self.bias, x.dtype)
         if winograd.suits(self, x):
             return winograd.conv3x3(x, _cast_weight(self.weight, x.dtype), bias)
+        if few_rows.conv_suits(self, x):
+            return few_rows.conv3x3(x, self.weight, bias, lambda w: _cast_weight(w, x.dtype))
         return self._conv_forward(x, _cast_weight(self.weight, x.dtype), bias)
 
 

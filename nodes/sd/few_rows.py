@@ -1,0 +1,89 @@
+"""Linear layers and 3×3 convolutions over few rows — the UNet's lowest levels, the time embedding —
+as one GEMM per block of weight rows: outᵀ = W · xᵀ.
+
+With few rows (tokens × batch) such a layer is bound by reading its weights, not by arithmetic. Two
+things then cost time that the plain call spends: the library splits the x · Wᵀ product over the
+threads by rows of x, so each thread streams all of W; and in the lean mode the whole fp16 weight is
+cast into a buffer far larger than the cache, written to memory and read back. Computing W · xᵀ a
+block of weight rows at a time splits the weights between the threads instead, and each block is cast
+into a buffer that stays in the cache. Measured on 2 cores (docs/performance.md, issue 14's third
+pass): 0.57–0.92× the lean layer's time and 0.64–1.02× the fp32 layer's on the UNet's 8² and 16²
+shapes; the 3×3 convs over ≤ 64 pixels (im2col + this GEMM) 0.54–0.76×. Where it lost (few input
+features, many pixels) the plain ops keep those shapes. The results equal the plain ops' up to float
+summation order.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from nodes.sd.fast_ops import no_autograd
+
+# Rows (tokens × batch) up to which the weight-rows GEMM wins, and the fewest input features: measured
+# 0.57–0.92× the lean time for 128–512 rows with 1280–11520 features, a loss (1.07–1.23×) with 768.
+MAX_ROWS = 512
+MIN_FEATURES = 1024
+# 3×3 convs by im2col: won at 2 × 4 × 4 pixels (0.54–0.76×), mixed at 2 × 8 × 8 (0.81–1.28×), lost above.
+MAX_CONV_PIXELS = 64
+MIN_CONV_CHANNELS = 640
+# Weight rows per block: a block cast to fp32 stays well inside the 32 MB last-level cache.
+BLOCK_BYTES = 4 * 1024**2
+
+Cast = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _eligible(x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and no_autograd()
+            and not torch.compiler.is_compiling())
+
+
+def linear_suits(x: torch.Tensor, in_features: int) -> bool:
+    return in_features >= MIN_FEATURES and x.numel() // max(in_features, 1) <= MAX_ROWS and _eligible(x)
+
+
+def conv_suits(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
+    if (conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1)
+            or conv.dilation != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros" or x.dim() != 4):
+        return False
+    n, c, h, w = x.shape
+    return n * h * w <= MAX_CONV_PIXELS and min(c, conv.out_channels) >= MIN_CONV_CHANNELS and _eligible(x)
+
+
+def weight_rows_matmul(weight: torch.Tensor, rhs: torch.Tensor, cast: Cast) -> torch.Tensor:
+    """weight (out, k) in any float dtype · rhs (k, rows) in fp32 → (out, rows), a block of weight rows
+    at a time; `cast` turns a block into the compute dtype (into a reused buffer: valid until the next)."""
+    out_features, k = weight.shape
+    out = rhs.new_empty(out_features, rhs.shape[1])
+    block = max(64, min(out_features, BLOCK_BYTES // (4 * k)))
+    for start in range(0, out_features, block):
+        torch.mm(cast(weight[start:start + block]), rhs, out=out[start:start + block])
+    return out
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cast: Cast) -> torch.Tensor:
+    """F.linear(x, weight, bias) for `linear_suits` inputs; `bias` already in x's dtype."""
+    rows = x.reshape(-1, x.shape[-1])
+    out_t = weight_rows_matmul(weight, rows.t(), cast)  # (out, rows)
+    out = out_t.t().contiguous()  # row-major, as F.linear's (the next ops expect it)
+    if bias is not None:
+        out.add_(bias)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cast: Cast) -> torch.Tensor:
+    """F.conv2d(x, weight, bias, padding=1) for `conv_suits` inputs, by im2col: the 9·in × pixels
+    patch matrix is small here (≤ 64 pixels), the weight is what the GEMM streams."""
+    n, c, h, w = x.shape
+    patches = F.unfold(x, 3, padding=1).transpose(0, 1).reshape(c * 9, n * h * w)  # (9·in, n·h·w)
+    out = weight_rows_matmul(weight.reshape(weight.shape[0], c * 9), patches, cast)  # (out, n·h·w)
+    out = out.view(-1, n, h * w).transpose(0, 1)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1)
+    return out.reshape(n, -1, h, w).contiguous(memory_format=_format_of(x))
+
+
+def _format_of(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
