@@ -18,6 +18,7 @@ from . import folders as folder_paths
 from .cache import DEFAULT_BUDGET, OutputCache, parse_size
 from .errors import NodegraphError, ValidationError, WorkflowError
 from .executor import Executor, RunResult
+from .launch import startup_done
 from .model_paths import ExtraFolder, ModelPathsError, extra_folders_by_kind, read_extra_model_paths
 from .registry import NodeRegistry, default_registry
 from .validation import validate_prompt
@@ -217,6 +218,7 @@ def _setup(args: argparse.Namespace, *, prepare_models: bool = False) -> tuple[f
     library = sys.modules.get("nodes")
     if prepare_models and hasattr(library, "prepare_default_models"):
         library.prepare_default_models(layout)  # the embedded default checkpoint the examples use
+    startup_done()  # the node library is loaded: the collector may run again (nodegraph.launch)
     return layout, registry
 
 
@@ -401,6 +403,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    startup_done()  # no node library here (the workers load it): a long-running process, collector on
     _require_ray()
     from .queue.ray_join import run_workers
     from .queue.ray_runtime import RayUnavailable
