@@ -6,7 +6,6 @@ shape the registry, validation, executor and `/object_info` ever see.
 """
 from __future__ import annotations
 
-import asyncio
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -141,6 +140,8 @@ class NodeDefinition:
     def call(self, instance: Any, kwargs: dict[str, Any]) -> Any:
         result = getattr(instance, self.function)(**kwargs)
         if inspect.isawaitable(result):  # async FUNCTIONs run to completion on the worker
+            import asyncio  # only for async nodes: kept out of a plain run's start-up
+
             result = asyncio.run(_await(result))
         return result
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from nodegraph import folders
 
 BUNDLED = Path(__file__).resolve().parent / "configs"
@@ -43,6 +41,8 @@ def config_path(name: str) -> Path:
 
 
 def read_config(path: Path) -> CheckpointConfig:
+    import yaml  # only CheckpointLoader reads configs: kept out of every run's start-up
+
     try:
         document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         params = document["model"]["params"]
