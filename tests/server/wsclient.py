@@ -48,5 +48,18 @@ def done(prompt_id: str) -> Callable[[Any], bool]:
         and m["data"]["prompt_id"] == prompt_id
 
 
+def all_done(prompt_ids: list[str]) -> Callable[[Any], bool]:
+    """Every one of these prompts finished, in whatever order: prompts that run on several workers can
+    finish out of queue order, so waiting for each in turn would skip (and miss) an earlier finish."""
+    pending = set(prompt_ids)
+
+    def predicate(m: Any) -> bool:
+        if isinstance(m, dict) and m["type"] == "executing" and m["data"]["node"] is None:
+            pending.discard(m["data"]["prompt_id"])
+        return not pending
+
+    return predicate
+
+
 def of_type(messages: list[Any], kind: str) -> list[dict]:
     return [m for m in messages if isinstance(m, dict) and m["type"] == kind]
