@@ -66,19 +66,15 @@ def suits(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """F.conv2d(x, weight, bias, padding=1) for a (out, in, 3, 3) weight, by F(4×4, 3×3), in x's memory
     format (channels-last in, channels-last out)."""
-    return _run(x, _transformed_weight(weight), bias)
-
-
-def _run(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     n, _, h, w = x.shape
-    out_channels = u.shape[2]
+    u = _transformed_weight(weight)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        out = x.new_empty(n, h, w, out_channels)
+        out = x.new_empty(n, h, w, weight.shape[0])
         _winograd(x, u, out, channels_last=True)
         if bias is not None:
             out.add_(bias)
         return out.permute(0, 3, 1, 2)
-    out = x.new_empty(n, out_channels, h, w)
+    out = x.new_empty(n, weight.shape[0], h, w)
     _winograd(x, u, out, channels_last=False)
     if bias is not None:
         out.add_(bias.view(-1, 1, 1))
