@@ -112,13 +112,16 @@ def test_a_large_output_file_is_pulled_from_the_worker_in_chunks(two_workers):
 
 def test_each_worker_loads_one_checkpoint_once(two_workers):
     """Two checkpoints, prompts alternating between them: each worker loads one of them, once."""
-    server = two_workers
+    server, load = two_workers, 3.0
     in_workers(server, _clear_loads)
-    # Warm up: one of each, one after the other, so the dispatcher has seen how long a load takes.
-    first = server.wait_history(server.queue(blob_prompt("A", 0, load=1.5))["prompt_id"])
-    second = server.wait_history(server.queue(blob_prompt("B", 0, load=1.5))["prompt_id"])
+    # Warm up: one of each, one after the other, so the dispatcher has seen how long a load takes. The
+    # load is long beside a prompt's own ~0.05 s: the dispatcher rightly sends a prompt to the worker
+    # without its checkpoint once the other has run past its estimate by more than a load (a stall), and
+    # a busy 2-core machine running the whole suite once stalled a worker for 1.5 s.
+    first = server.wait_history(server.queue(blob_prompt("A", 0, load=load))["prompt_id"])
+    second = server.wait_history(server.queue(blob_prompt("B", 0, load=load))["prompt_id"])
     assert first["status"]["completed"] and second["status"]["completed"]
-    ids = [server.queue(blob_prompt("AB"[i % 2], i + 1, load=1.5))["prompt_id"] for i in range(8)]
+    ids = [server.queue(blob_prompt("AB"[i % 2], i + 1, load=load))["prompt_id"] for i in range(8)]
     for prompt_id in ids:
         server.wait_history(prompt_id, timeout=120)
 
