@@ -1,16 +1,16 @@
 """Linear layers and 3×3 convolutions over few rows — the UNet's lowest levels, the time embedding —
 as one GEMM per block of weight rows: outᵀ = W · xᵀ.
 
-With few rows (tokens × batch) such a layer is bound by reading its weights, not by arithmetic. Two
-things then cost time that the plain call spends: the library splits the x · Wᵀ product over the
-threads by rows of x, so each thread streams all of W; and in the lean mode the whole fp16 weight is
-cast into a buffer far larger than the cache, written to memory and read back. Computing W · xᵀ a
-block of weight rows at a time splits the weights between the threads instead, and each block is cast
-into a buffer that stays in the cache. Measured on 2 cores (docs/performance.md, issue 14's third
-pass): 0.57–0.92× the lean layer's time and 0.64–1.02× the fp32 layer's on the UNet's 8² and 16²
-shapes; the 3×3 convs over ≤ 64 pixels (im2col + this GEMM) 0.54–0.76×. Where it lost (few input
-features, many pixels) the plain ops keep those shapes. The results equal the plain ops' up to float
-summation order.
+With few rows (tokens × batch) such a layer is bound by reading its weights, not by arithmetic. In the
+lean mode the plain call also casts the whole fp16 weight into a buffer far larger than the cache,
+written to memory and read back; and the x · Wᵀ form was measured slower than W · xᵀ on these shapes
+even in fp32 (our reading: the threads then split the few rows of x, each streaming all of W). A block
+of weight rows at a time, W · xᵀ splits the weights between the threads and casts each block into a
+buffer that stays in the cache. Measured on 2 cores (docs/performance.md, issue 14's third
+pass): 0.60–0.97× the lean layer's time and 0.63–0.94× the fp32 layer's on the UNet's 8² and 16²
+shapes; the 3×3 convs over ≤ 64 pixels (im2col + this GEMM) 0.64–0.91×. Where it lost (few input
+features, many rows or pixels) the plain ops keep those shapes. The results equal the plain ops' up to
+float summation order.
 """
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from nodes.sd.fast_ops import no_autograd
 
 # Rows (tokens × batch) up to which the weight-rows GEMM wins, and the fewest input features: measured
-# 0.57–0.92× the lean time for 128–512 rows with 1280–11520 features, a loss (1.07–1.23×) with 768.
+# 0.60–0.97× the lean time for 128–512 rows with 1280–5120 features, 0.97–1.33× from 1024 rows on, and
+# a loss with 768 features (1.13×).
 MAX_ROWS = 512
 MIN_FEATURES = 1024
-# 3×3 convs by im2col: won at 2 × 4 × 4 pixels (0.54–0.76×), mixed at 2 × 8 × 8 (0.81–1.28×), lost above.
+# 3×3 convs by im2col: won at 2 × 4 × 4 pixels (0.64–0.91×), mixed to lost at 2 × 8 × 8 (0.86–1.24×).
 MAX_CONV_PIXELS = 64
 MIN_CONV_CHANNELS = 640
 # Weight rows per block: a block cast to fp32 stays well inside the 32 MB last-level cache.
