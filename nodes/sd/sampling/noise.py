@@ -46,7 +46,7 @@ class BrownianTreeNoiseSampler:
         self.cpu = cpu
         if cpu:
             t0, w0, t1 = t0.detach().cpu(), w0.cpu(), t1.detach().cpu()
-        import torchsde  # ~0.15 s to import; only the SDE samplers need it
+        import torchsde  # only the SDE samplers need it: kept out of every run's start-up
 
         self.tree = torchsde.BrownianTree(t0, w0, t1, entropy=seed)
 
