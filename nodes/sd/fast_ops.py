@@ -1,6 +1,7 @@
 """Cheaper forms of what the UNet and VAE compute, with the same results (up to float rounding):
 nearest-×2 upsampling followed by a 3×3 conv as one stride-2 transposed conv, and in-place activations
-and residual adds whenever no autograd graph records the forward pass (inference, not training).
+and residual adds whenever no autograd graph records the forward pass (inference, not training). Also
+the tests the hand-written conv paths (winograd.py, few_rows.py) share before they take a call.
 """
 from __future__ import annotations
 
@@ -12,6 +13,24 @@ from torch import nn
 def no_autograd() -> bool:
     """In-place updates are safe only when no graph keeps the overwritten values for a backward pass."""
     return torch.is_inference_mode_enabled() or not torch.is_grad_enabled()
+
+
+def eager_cpu_fp32(x: torch.Tensor) -> bool:
+    """Whether a hand-written CPU path may take `x`: fp32 on the CPU, outside autograd (its out= and
+    in-place ops record no graph) and outside torch.compile (whose graphs keep torch's own ops)."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and no_autograd()
+            and not torch.compiler.is_compiling())
+
+
+def plain_conv3x3(conv: nn.Conv2d) -> bool:
+    """Whether `conv` computes exactly F.conv2d(x, weight, bias, padding=1) with a 3×3 kernel."""
+    return (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros")
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Stored channels-last (a tensor that is both, e.g. of 1×1 images, counts as plain contiguous)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def subpixel_weight(weight: torch.Tensor) -> torch.Tensor:

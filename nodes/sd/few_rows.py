@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from nodes.sd.fast_ops import no_autograd
+from nodes.sd.fast_ops import eager_cpu_fp32, is_channels_last, plain_conv3x3
 
 # Rows (tokens × batch) up to which the weight-rows GEMM wins, and the fewest input features: measured
 # 0.60–0.97× the lean time for 128–512 rows with 1280–5120 features, 0.97–1.33× from 1024 rows on, and
@@ -35,21 +35,15 @@ BLOCK_BYTES = 4 * 1024**2
 Cast = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _eligible(x: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and no_autograd()
-            and not torch.compiler.is_compiling())
-
-
 def linear_suits(x: torch.Tensor, in_features: int) -> bool:
-    return in_features >= MIN_FEATURES and x.numel() // max(in_features, 1) <= MAX_ROWS and _eligible(x)
+    return in_features >= MIN_FEATURES and x.numel() // in_features <= MAX_ROWS and eager_cpu_fp32(x)
 
 
 def conv_suits(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
-    if (conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1)
-            or conv.dilation != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros" or x.dim() != 4):
+    if not plain_conv3x3(conv) or x.dim() != 4:
         return False
     n, c, h, w = x.shape
-    return n * h * w <= MAX_CONV_PIXELS and min(c, conv.out_channels) >= MIN_CONV_CHANNELS and _eligible(x)
+    return n * h * w <= MAX_CONV_PIXELS and min(c, conv.out_channels) >= MIN_CONV_CHANNELS and eager_cpu_fp32(x)
 
 
 def weight_rows_matmul(weight: torch.Tensor, rhs: torch.Tensor, cast: Cast) -> torch.Tensor:
@@ -82,9 +76,5 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ca
     out = out.view(-1, n, h * w).transpose(0, 1)
     if bias is not None:
         out = out + bias.view(1, -1, 1)
-    return out.reshape(n, -1, h, w).contiguous(memory_format=_format_of(x))
-
-
-def _format_of(x: torch.Tensor) -> torch.memory_format:
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    return out.reshape(n, -1, h, w).contiguous(memory_format=memory_format)

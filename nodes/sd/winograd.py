@@ -19,7 +19,7 @@ import functools
 
 import torch
 
-from nodes.sd.fast_ops import no_autograd
+from nodes.sd.fast_ops import eager_cpu_fp32, is_channels_last, plain_conv3x3
 
 # Below these, the transforms and a small GEMM cost more than the multiplications saved. Both the input
 # and the output channels: the VAE decoder's full-resolution level (128 channels) stays on oneDNN, where
@@ -50,17 +50,10 @@ def _matrices() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def suits(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
     """Whether `conv(x)` is a 3×3 / stride 1 / padding 1 fp32 CPU conv large enough to gain, outside
     autograd and torch.compile (whose graphs keep oneDNN's conv)."""
-    if (conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1)
-            or conv.dilation != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros"):
-        return False
-    if x.dim() != 4 or x.dtype != torch.float32 or x.device.type != "cpu":
-        return False
-    if min(x.shape[1], conv.out_channels) < MIN_CHANNELS:
+    if not plain_conv3x3(conv) or x.dim() != 4 or min(x.shape[1], conv.out_channels) < MIN_CHANNELS:
         return False
     n, c, h, w = x.shape
-    if n * h * w * c < MIN_WORK or n * h * w < 512:
-        return False
-    return no_autograd() and not torch.compiler.is_compiling()
+    return n * h * w * c >= MIN_WORK and n * h * w >= 512 and eager_cpu_fp32(x)
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -68,7 +61,7 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     format (channels-last in, channels-last out)."""
     n, _, h, w = x.shape
     u = _transformed_weight(weight)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if is_channels_last(x):
         out = x.new_empty(n, h, w, weight.shape[0])
         _winograd(x, u, out, channels_last=True)
         if bias is not None:
