@@ -17,7 +17,7 @@ from .sd.concat_inputs import concat_inputs
 from .sd.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, SamplerError
 from .sd.sampling.ksampler import sample
 from .sd.sampling.model_sampling import ModelSampling, process_latent_out
-from .sd.device import cpu_threads
+from .sd.device import cpu_threads, latent_positions
 from .sd.previews import latent_to_preview
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -43,7 +43,8 @@ def running_model(model, samples: torch.Tensor, noise_mask: torch.Tensor | None,
     control, patch_context) -> the UNet's output in float32; an inpainting / pix2pix UNet also gets its
     extra input channels. (The MODEL's sampling options act through the denoiser, see cfg.py.)"""
     working = memory_limits.sampling_bytes(model, samples)  # room the device memory manager keeps on a GPU
-    with torch.inference_mode(), model.applied(working=working) as unet, cpu_threads(unet):
+    with torch.inference_mode(), model.applied(working=working) as unet, \
+            cpu_threads(unet, latent_positions(samples)):
         dtype = model.model_dtype()
         device = model.load_device
         concat = inpaint_concat(unet.config.in_channels, samples, noise_mask, positive)

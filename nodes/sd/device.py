@@ -77,39 +77,54 @@ def vae_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-# Models below this many parameters run single-threaded on the CPU: their ops are too small to gain
-# from a second thread, and when another process holds a core every op's thread barrier waits for
-# the scheduler (measured on the tiny model with one core busy: 18 ms per UNet call with 1 thread,
-# 2.7 s with 2). Full-size SD1.5 (860 M) keeps torch's default.
+# Small work runs single-threaded on the CPU: when another process holds a core, every op's thread
+# barrier waits for the scheduler, which swamps small ops (measured on the tiny model at an 8×8 latent
+# with one core busy: 18 ms per UNet call with 1 thread, 2.7 s with 2). The work of a call is counted as
+# the model's parameters × the spatial positions of its input (the latent's, batch included): under
+# SMALL_WORK — a 100 M-parameter model on one 8×8 latent — one thread. Counting parameters alone put
+# SD1.5's VAE (84 M) on one thread for a 512² decode, 1.9× its two-thread time (issue 14's fourth pass).
 SMALL_MODEL_PARAMETERS = 100_000_000
+SMALL_WORK = SMALL_MODEL_PARAMETERS * 64
 THREADS_ENV = "NODEGRAPH_THREADS"
 
 
-def cpu_threads_for(module: torch.nn.Module) -> int:
-    """Intra-op threads to use for `module` on the CPU: $NODEGRAPH_THREADS, else 1 for small models,
-    else torch's default."""
+def default_cpu_threads() -> int:
+    """$NODEGRAPH_THREADS, else torch's default intra-op thread count."""
     override = os.environ.get(THREADS_ENV, "").strip()
-    if override:
-        return max(1, int(override))
+    return max(1, int(override)) if override else _DEFAULT_THREADS
+
+
+def cpu_threads_for(module: torch.nn.Module, positions: int | None = None) -> int:
+    """Intra-op threads for running `module` on the CPU over `positions` spatial positions (None: not
+    known, e.g. tokens): $NODEGRAPH_THREADS, else 1 for small work (see SMALL_WORK), else torch's default."""
+    if os.environ.get(THREADS_ENV, "").strip():
+        return default_cpu_threads()
     count = getattr(module, "_nodegraph_parameter_count", None)
     if count is None:
         count = sum(p.numel() for p in module.parameters())
         module._nodegraph_parameter_count = count
-    return 1 if count < SMALL_MODEL_PARAMETERS else _DEFAULT_THREADS
+    if count >= SMALL_MODEL_PARAMETERS or (positions is not None and count * positions >= SMALL_WORK):
+        return _DEFAULT_THREADS
+    return 1
+
+
+def latent_positions(x: torch.Tensor) -> int:
+    """Spatial positions of a (B, C, H, W) tensor, batch included: the `positions` of cpu_threads."""
+    return x.shape[0] * x.shape[-2] * x.shape[-1]
 
 
 _DEFAULT_THREADS = torch.get_num_threads()
 
 
 @contextlib.contextmanager
-def cpu_threads(module: torch.nn.Module) -> Iterator[None]:
-    """Run the block with `cpu_threads_for(module)` intra-op threads (CPU only; restored after)."""
+def cpu_threads(module: torch.nn.Module, positions: int | None = None) -> Iterator[None]:
+    """Run the block with `cpu_threads_for(module, positions)` intra-op threads (CPU only; restored after)."""
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     if device.type != "cpu":
         yield
         return
     before = torch.get_num_threads()
-    wanted = cpu_threads_for(module)
+    wanted = cpu_threads_for(module, positions)
     if wanted != before:
         torch.set_num_threads(wanted)
     try:

@@ -102,7 +102,7 @@ def upscale_image(model: UpscaleModel, image: torch.Tensor) -> torch.Tensor:
     while True:
         steps = pixels.shape[0] * tile_count(pixels.shape[2], pixels.shape[3], tile, tile, OVERLAP)
         try:
-            with cpu_threads(descriptor.model):
+            with cpu_threads(descriptor.model, pixels.shape[0] * min(pixels.shape[2], tile) * min(pixels.shape[3], tile)):
                 result = tiled_map(pixels, run, tile=(tile, tile), overlap=OVERLAP, scale=descriptor.scale,
                                    out_channels=descriptor.output_channels, progress=ProgressBar(steps))
             break

@@ -11,7 +11,7 @@ import torch
 from nodegraph import NodeInputError
 
 from . import memory_limits
-from .device import cpu_threads
+from .device import cpu_threads, latent_positions
 from .memory import module_parts
 from .vae import AutoencoderKL
 from .vae_tiling import decode_tiled
@@ -47,7 +47,7 @@ class VAE:
         f = self.downscale
         memory_limits.require("samples", f"the decoded {w * f}x{h * f} image batch of {b}", b * 3 * h * f * w * f * 4,
                               self.model.device)
-        with cpu_threads(self.model):
+        with cpu_threads(self.model, latent_positions(samples)):
             return self._decode(samples)
 
     def _decode(self, samples: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ class VAE:
                               memory_limits.vae_encode_bytes(batch, h, w, self.width) + b * 3 * h * w * 4, self.model.device,
                               hint="VAEEncodeTiled encodes in tiles")
         pixels = image[..., :3].movedim(-1, 1).float() * 2.0 - 1.0
-        with cpu_threads(self.model):
+        with cpu_threads(self.model, b * (h // self.downscale) * (w // self.downscale)):
             latents = [self.model.encode(pixels[i:i + DECODE_BATCH]).float().cpu()
                        for i in range(0, pixels.shape[0], DECODE_BATCH)]
         return torch.cat(latents)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .device import cpu_threads
+from .device import cpu_threads, latent_positions
 from .tiling import three_way_tiled_map
 from .vae_runtime import VAE
 
@@ -18,7 +18,7 @@ def decode_tiled(vae: VAE, samples: torch.Tensor, *, tile: int, overlap: int) ->
     def decode(z: torch.Tensor) -> torch.Tensor:
         return model.decode(z.float()).float()
 
-    with cpu_threads(model):
+    with cpu_threads(model, latent_positions(samples)):
         pixels = three_way_tiled_map(samples.float(), decode, tile=tile, overlap=overlap, scale=vae.downscale,
                                      out_channels=3)
     # Blended in the model's [-1, 1] range, clamped once at the end (a clamp per tile would bend the blend).
@@ -35,6 +35,6 @@ def encode_tiled(vae: VAE, image: torch.Tensor, *, tile: int, overlap: int) -> t
     def encode(x: torch.Tensor) -> torch.Tensor:
         return model.encode(x).float()
 
-    with cpu_threads(model):
+    with cpu_threads(model, latent_positions(pixels) // vae.downscale**2):
         return three_way_tiled_map(pixels, encode, tile=tile, overlap=overlap, scale=1.0 / vae.downscale,
                                    out_channels=vae.latent_channels)

@@ -24,3 +24,18 @@ def test_big_models_keep_the_default_and_env_overrides(monkeypatch):
     assert device.cpu_threads_for(big) == device._DEFAULT_THREADS
     monkeypatch.setenv(device.THREADS_ENV, "3")
     assert device.cpu_threads_for(big) == 3 and device.cpu_threads_for(torch.nn.Linear(2, 2)) == 3
+
+
+def test_a_small_model_on_a_large_input_gets_the_default(monkeypatch):
+    """The work counts, not the parameters alone: SD1.5's VAE (84 M parameters) decoding a 512² image
+    (a 64 × 64 latent) takes torch's default; the tiny UNet on an 8 × 8 latent batch of 2 takes one."""
+    monkeypatch.delenv(device.THREADS_ENV, raising=False)
+    vae = torch.nn.Linear(4, 4)
+    vae._nodegraph_parameter_count = 83_653_863
+    assert device.cpu_threads_for(vae, positions=64 * 64) == device._DEFAULT_THREADS
+    assert device.cpu_threads_for(vae, positions=8 * 8) == 1  # a 64² image: small ops
+    assert device.cpu_threads_for(vae) == 1  # positions not known: the parameters decide
+    tiny_unet = torch.nn.Linear(4, 4)
+    tiny_unet._nodegraph_parameter_count = 3_000_000
+    assert device.cpu_threads_for(tiny_unet, positions=2 * 8 * 8) == 1
+    assert device.latent_positions(torch.zeros(2, 4, 8, 6)) == 96
