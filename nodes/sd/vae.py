@@ -12,13 +12,16 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from . import nnpack
 from .fast_ops import no_autograd, upsample2x_conv3x3
 
 
-# Activations run channels-last: oneDNN's convolutions take NHWC as it is (NCHW is reordered to a blocked
-# layout and back around every conv, ~134 MB each way at 512²), and the mid-block attention's token view
-# is free. Measured 0.86× the CPU time of the same decoder in NCHW (docs/performance.md, "VAE decode").
-ACTIVATION_FORMAT = torch.channels_last
+def activation_format(device: torch.device) -> torch.memory_format:
+    """Where NNPACK takes the large 3×3 convs (CPU), NCHW, the only layout it reads; elsewhere
+    channels-last: oneDNN's convolutions take NHWC as it is (NCHW is reordered to a blocked layout and back
+    around every conv, ~134 MB each way at 512²) and the mid-block attention's token view is free —
+    measured 0.86× the CPU time of the same decoder in NCHW with oneDNN alone (docs/performance.md)."""
+    return torch.contiguous_format if device.type == "cpu" and nnpack.available() else torch.channels_last
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ class AutoencoderKL(nn.Module):
 
     def encode_moments(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pixels (B, 3, H, W) in [-1, 1] → posterior (mean, logvar), each (B, 4, H/8, W/8)."""
-        pixels = pixels.to(self.device, self.dtype).contiguous(memory_format=ACTIVATION_FORMAT)
+        pixels = pixels.to(self.device, self.dtype).contiguous(memory_format=activation_format(self.device))
         moments = self.quant_conv(self.encoder(pixels)).contiguous()
         mean, logvar = moments.chunk(2, dim=1)
         return mean.to(pixels.dtype), logvar.clamp(-30.0, 20.0).to(pixels.dtype)
@@ -221,5 +224,6 @@ class AutoencoderKL(nn.Module):
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """unscaled latent (B, 4, h, w) → pixels (B, 3, 8h, 8w), roughly in [-1, 1] (not clamped)."""
-        z = self.post_quant_conv(latent.to(self.device, self.dtype)).contiguous(memory_format=ACTIVATION_FORMAT)
+        z = self.post_quant_conv(latent.to(self.device, self.dtype))
+        z = z.contiguous(memory_format=activation_format(self.device))
         return self.decoder(z).to(latent.dtype).contiguous()

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nodes.sd import few_rows, winograd
+from nodes.sd import few_rows, nnpack, winograd
 
 COMPUTE_DTYPE_ATTR = "compute_dtype"
 
@@ -61,11 +61,14 @@ class CastLinear(nn.Linear):
 
 
 class CastConv2d(nn.Conv2d):
-    """Also the door to the faster 3×3 convolutions: Winograd's on many pixels (nodes.sd.winograd),
-    im2col with the weight-rows GEMM on very few (nodes.sd.few_rows)."""
+    """Also the door to the faster 3×3 convolutions: NNPACK's Winograd on large images (nodes.sd.nnpack),
+    ours on smaller ones with many channels (nodes.sd.winograd), im2col with the weight-rows GEMM on very
+    few pixels (nodes.sd.few_rows)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = _cast(self.bias, x.dtype)
+        if nnpack.suits(self, x):
+            return nnpack.conv3x3(x, _cast_weight(self.weight, x.dtype), bias)
         if winograd.suits(self, x):
             return winograd.conv3x3(x, _cast_weight(self.weight, x.dtype), bias)
         if few_rows.conv_suits(self, x):
