@@ -20,9 +20,11 @@ from .device_memory import InsufficientMemoryError, manager_for
 RAM_BUDGET_ENV = "NODEGRAPH_RAM_BUDGET"
 
 # Peak working memory, in activation values per pixel and per channel of the model's widest level:
-# a VAE decode holds about five full-size activations of the decoder's base width at once (input,
-# norm output, conv outputs, skip; ~2.7 kB per pixel measured for SD1.5's 128 channels in fp32).
-VAE_DECODE_VALUES_PER_PIXEL_CHANNEL = 6
+# a VAE decode holds several full-size activations of the decoder's base width at once (input, norm
+# output, conv outputs, skip) and its convs' scratch (oneDNN's reorders; NNPACK's bands, ~330 MB at most).
+# Measured for SD1.5's 128 channels in fp32 (glibc, above the loaded weights): 7.9 at 512² and 7.1 at
+# 768² with NNPACK, 8.4 and 6.0 without (issue 14's fourth pass).
+VAE_DECODE_VALUES_PER_PIXEL_CHANNEL = 8
 VAE_ENCODE_VALUES_PER_PIXEL_CHANNEL = 6
 # A UNet call, per latent pixel and batch row (a CFG pair is two rows), per base channel: the skip
 # connections of every input block (~6.4) plus the transformer working set at the first level (~13).
