@@ -4,8 +4,8 @@ For one image NNPACK runs Winograd's F(6×6, 3×3): 64 multiplications per 6×6 
 direct conv spends 324 (0.20×), with hand-vectorised (AVX2 / NEON) tile transforms — the transforms
 that keep our own F(4×4, 3×3) (nodes/sd/winograd.py, eager PyTorch) from winning on large images.
 Measured on 2 cores against the best of oneDNN and ours (docs/performance.md, issue 14's fourth
-pass): 0.49–0.85× at 128–960 channels on 64²–512² images; a loss below 64² pixels (1.1–1.5× at 48²
-and 32²) and below 128 channels (1.1–2× at 16–64).
+pass): 0.51–0.87× at 128–960 channels on 64²–512² images; a loss below 64² pixels (1.1–1.7× at 48²
+and 32²) and at 32–64 channels (1.2–2.2×).
 
 Three things about the op shape how it is used here:
 - For a batch of several images PyTorch's wrapper takes NNPACK's training-style path, which was 3–5×
@@ -18,8 +18,8 @@ Three things about the op shape how it is used here:
 
 Nearest-×2 upsampling followed by a 3×3 conv (the VAE decoder's and UNet's upsamplers) is a band of the
 upsampled rows at a time too: the 4× larger upsampled image is never held whole. The results differ
-from the direct conv by float rounding (~1.3e-5 of the output's largest value against float64; ours
-~7e-6, oneDNN's ~2e-6), far inside the conformance tolerance (5e-4).
+from the direct conv by float rounding (7e-6–1e-5 of the output's largest value against float64; ours
+6e-6–8e-6, oneDNN's 1e-6–5e-6), far inside the conformance tolerance (5e-4).
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ from nodes.sd.fast_ops import eager_cpu_fp32, plain_conv3x3
 # Where it wins (see the docstring): each image at least 64 × 64 pixels, 128 channels in and out.
 MIN_PIXELS = 64 * 64
 MIN_CHANNELS = 128
-# One band's input + output rows: measured 1.0–1.1× the unbanded time at 128 MB on the decoder's
-# 512²-pixel convs, 1.2–1.3× at 32 MB; what NNPACK then keeps is ~1.8× this.
+# One band's input + output rows: on the decoder's 512²-pixel convs, bands of ~100 MB took 0.98–1.01×
+# the whole image's time, of 25–50 MB 1.1–1.4×; what NNPACK then keeps is ~1.8× a band.
 BAND_BYTES = 128 * 1024**2
 # Output rows of a band come in multiples of NNPACK's 6-row tiles.
 TILE = 6
@@ -81,8 +81,6 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *,
     scale = 2 if upsample else 1
     height, width = h * scale, w * scale
     weight = weight.contiguous()
-    if bias is None:
-        bias = x.new_zeros(weight.shape[0])
     rows = band_rows(c + weight.shape[0], height, width)
     if not upsample and rows >= height:  # the whole image at once: NNPACK pads it
         x = x.contiguous()
