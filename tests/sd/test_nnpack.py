@@ -13,16 +13,9 @@ from nodes.sd import fast_ops, nnpack, vae as vae_module
 from nodes.sd.vae import AutoencoderKL, VAEConfig
 from nodes.sd.weight_casting import enable_casting
 from tests.sd.test_vae import diffusers_config
+from tests.sd.test_winograd import conv_case
 
 pytestmark = pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="this torch build has no NNPACK")
-
-
-def _case(n, c, out, h, w, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, c, h, w, generator=g)
-    weight = torch.randn(out, c, 3, 3, generator=g) / (3 * c**0.5)
-    bias = torch.randn(out, generator=g)
-    return x, weight, bias
 
 
 def _exact(x, weight, bias, upsample):
@@ -43,7 +36,7 @@ def _assert_close(got, exact):
 @pytest.mark.parametrize("upsample", [False, True])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_equals_the_direct_convolution(n, c, out, h, w, upsample, with_bias):
-    x, weight, bias = _case(n, c, out, h, w)
+    x, weight, bias = conv_case(n, c, out, h, w)
     bias = bias if with_bias else None
     with torch.inference_mode():
         got = nnpack.conv3x3(x, weight, bias, upsample=upsample)
@@ -55,7 +48,7 @@ def test_equals_the_direct_convolution(n, c, out, h, w, upsample, with_bias):
 def test_bands_of_rows_give_the_same_result(upsample, channels_last, monkeypatch):
     """Bands of one and two 6-row tiles; 23 input rows (46 upsampled) leave the last band ragged, and a
     band's context rows above and below come from the neighbouring bands or are the zero padding."""
-    x, weight, bias = _case(2, 5, 7, 23, 9, seed=4)
+    x, weight, bias = conv_case(2, 5, 7, 23, 9, seed=4)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     exact = _exact(x, weight, bias, upsample)
@@ -79,7 +72,7 @@ def test_band_rows_are_whole_tiles_of_equal_height_within_the_budget(monkeypatch
 
 def test_a_full_size_decoder_conv_against_float64():
     # the VAE decoder's 512-channel level: 64×64 pixels (0.2 GFLOP), the whole image in one call
-    x, weight, bias = _case(1, 512, 512, 64, 64, seed=3)
+    x, weight, bias = conv_case(1, 512, 512, 64, 64, seed=3)
     with torch.inference_mode():
         got = nnpack.conv3x3(x, weight, bias)
         direct = F.conv2d(x, weight, bias, padding=1)

@@ -11,7 +11,9 @@ from nodes.sd import winograd
 from nodes.sd.weight_casting import enable_casting
 
 
-def _case(n, c, out, h, w, seed=0):
+def conv_case(n, c, out, h, w, seed=0):
+    """A random 3×3 conv problem: input (n, c, h, w), weight scaled to keep outputs near unit size, bias.
+    Shared with the other conv paths' tests (test_nnpack.py)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, c, h, w, generator=g)
     weight = torch.randn(out, c, 3, 3, generator=g) / (3 * c**0.5)
@@ -23,7 +25,7 @@ def _case(n, c, out, h, w, seed=0):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_equals_the_direct_convolution(n, c, out, h, w, channels_last, with_bias):
-    x, weight, bias = _case(n, c, out, h, w)
+    x, weight, bias = conv_case(n, c, out, h, w)
     bias = bias if with_bias else None
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
@@ -41,7 +43,7 @@ def test_equals_the_direct_convolution(n, c, out, h, w, channels_last, with_bias
 def test_bands_of_tile_rows_give_the_same_result(channels_last, monkeypatch):
     """Large inputs are computed a band of tile rows at a time (bounded working memory): bands of one
     and two tile rows, the last band ragged (h = 18: 5 tile rows, the last half outside the image)."""
-    x, weight, bias = _case(2, 6, 5, 18, 11, seed=4)
+    x, weight, bias = conv_case(2, 6, 5, 18, 11, seed=4)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     exact = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)
@@ -54,7 +56,7 @@ def test_bands_of_tile_rows_give_the_same_result(channels_last, monkeypatch):
 
 def test_a_full_size_unet_conv_against_float64():
     # the UNet's level-1 conv at 256²: 320 channels, 32×32 latent pixels, a CFG batch of 2
-    x, weight, bias = _case(2, 320, 320, 32, 32, seed=3)
+    x, weight, bias = conv_case(2, 320, 320, 32, 32, seed=3)
     with torch.inference_mode():
         got = winograd.conv3x3(x, weight, bias)
         direct = F.conv2d(x, weight, bias, padding=1)
