@@ -25,8 +25,10 @@ def test_paused_until_startup_done_then_frozen_and_running(collector):
     launch.startup_done()
     assert gc.isenabled() and gc.get_freeze_count() >= len(start_up)
     frozen = gc.get_freeze_count()
+    later = [{} for _ in range(1000)]  # built after start-up: a second call must not freeze these
     launch.startup_done()  # once only
-    assert gc.get_freeze_count() == frozen
+    # not == frozen: a frozen object that dies leaves the permanent generation (seen in a full run)
+    assert gc.get_freeze_count() < frozen + len(later)
 
 
 def test_a_library_caller_keeps_its_collector(collector):
