@@ -94,7 +94,7 @@ class VAE:
                               memory_limits.vae_encode_bytes(batch, h, w, self.width) + b * 3 * h * w * 4, self.model.device,
                               hint="VAEEncodeTiled encodes in tiles")
         pixels = image[..., :3].movedim(-1, 1).float() * 2.0 - 1.0
-        with cpu_threads(self.model, b * (h // self.downscale) * (w // self.downscale)):
+        with cpu_threads(self.model, latent_positions(pixels) // self.downscale**2):
             latents = [self.model.encode(pixels[i:i + DECODE_BATCH]).float().cpu()
                        for i in range(0, pixels.shape[0], DECODE_BATCH)]
         return torch.cat(latents)
