@@ -135,6 +135,9 @@ def test_a_decoder_with_full_width_levels_matches_diffusers(monkeypatch):
     real = nnpack.conv3x3
     monkeypatch.setattr(nnpack, "conv3x3", lambda *a, **k: used.append(k.get("upsample", False)) or real(*a, **k))
     assert vae_module.activation_format(torch.device("cpu")) == torch.contiguous_format
+    monkeypatch.setenv("NODEGRAPH_NNPACK", "0")  # without NNPACK, channels-last for oneDNN, as before
+    assert vae_module.activation_format(torch.device("cpu")) == torch.channels_last
+    monkeypatch.delenv("NODEGRAPH_NNPACK")
     latent = torch.randn(1, 4, 32, 32)
     with torch.inference_mode():
         got = ours.decode(latent)

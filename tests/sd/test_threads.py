@@ -39,3 +39,23 @@ def test_a_small_model_on_a_large_input_gets_the_default(monkeypatch):
     tiny_unet._nodegraph_parameter_count = 3_000_000
     assert device.cpu_threads_for(tiny_unet, positions=2 * 8 * 8) == 1
     assert device.latent_positions(torch.zeros(2, 4, 8, 6)) == 96
+
+
+def test_the_vae_passes_the_latent_positions_of_each_call(tiny, monkeypatch):
+    """Decode, encode and their tiled forms tell the policy how large the latent is (an 8 × 6 latent
+    batch of 2 = a 64 × 48 image batch of 2), so a large image gets the default threads."""
+    from nodes.sd.vae_runtime import VAE
+    from nodes.sd.vae_tiled import decode_tiled, encode_tiled
+
+    monkeypatch.delenv(device.THREADS_ENV, raising=False)
+    seen = []
+    real = device.cpu_threads_for
+    monkeypatch.setattr(device, "cpu_threads_for", lambda module, positions=None: seen.append(positions) or real(module, positions))
+    vae = VAE(tiny.vae)
+    latent = torch.randn(2, 4, 8, 6)
+    image = torch.rand(2, 64, 48, 3)
+    vae.decode(latent)
+    vae.encode(image)
+    decode_tiled(vae, latent, tile=8, overlap=2)
+    encode_tiled(vae, image, tile=64, overlap=16)
+    assert seen == [2 * 8 * 6] * 4
