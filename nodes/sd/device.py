@@ -15,6 +15,8 @@ from typing import Iterator
 
 import torch
 
+from . import scratch
+
 DEVICE_ENV = "NODEGRAPH_DEVICE"
 
 
@@ -118,7 +120,9 @@ _DEFAULT_THREADS = torch.get_num_threads()
 
 @contextlib.contextmanager
 def cpu_threads(module: torch.nn.Module, positions: int | None = None) -> Iterator[None]:
-    """Run the block with `cpu_threads_for(module, positions)` intra-op threads (CPU only; restored after)."""
+    """A CPU model run: the block runs with `cpu_threads_for(module, positions)` intra-op threads
+    (restored after), and the scratch buffers its layers reuse (nodes.sd.scratch) are dropped when the
+    outermost run ends. Does nothing for a model on another device."""
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     if device.type != "cpu":
         yield
@@ -128,7 +132,8 @@ def cpu_threads(module: torch.nn.Module, positions: int | None = None) -> Iterat
     if wanted != before:
         torch.set_num_threads(wanted)
     try:
-        yield
+        with scratch.run():
+            yield
     finally:
         if wanted != before:
             torch.set_num_threads(before)

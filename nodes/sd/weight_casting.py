@@ -6,32 +6,23 @@ loaded model to these subclasses in place (same parameters, same state-dict keys
 itself knows nothing about it. A cast fp16 → fp32 is exact, so the outputs equal those of a model
 whose weights were cast once at load; only the resident memory differs.
 
-On the CPU a weight is cast into one reused per-thread buffer rather than a fresh tensor: a fresh
-3.4 GB of fp32 weights per UNet call costs more in page faults than the conversion itself (measured:
-+28 % CPU time per 256² step with fresh tensors; see docs/performance.md).
+On the CPU a weight is cast into one reused per-thread buffer (nodes.sd.scratch) rather than a fresh
+tensor: a fresh 3.4 GB of fp32 weights per UNet call costs more in page faults than the conversion
+itself (measured: +28 % CPU time per 256² step with fresh tensors; see docs/performance.md).
 """
 from __future__ import annotations
-
-import threading
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nodes.sd import few_rows, nnpack, winograd
+from nodes.sd import few_rows, nnpack, scratch, winograd
 
 COMPUTE_DTYPE_ATTR = "compute_dtype"
 
 
 def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return t if t is None or t.dtype == dtype else t.to(dtype)
-
-
-class _Scratch(threading.local):
-    buffer: torch.Tensor | None = None
-
-
-_SCRATCH = _Scratch()
 
 
 def _cast_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -41,14 +32,7 @@ def _cast_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return weight
     if weight.device.type != "cpu" or (torch.is_grad_enabled() and not torch.is_inference_mode_enabled()):
         return weight.to(dtype)
-    n = weight.numel()
-    buffer = _SCRATCH.buffer
-    if buffer is None or buffer.dtype != dtype or buffer.numel() < n:
-        with torch.inference_mode(False):  # an ordinary tensor, writable in and out of inference mode
-            buffer = _SCRATCH.buffer = torch.empty(n, dtype=dtype)
-    out = buffer[:n].view(weight.shape)
-    out.copy_(weight)
-    return out
+    return scratch.buffer("cast weight", tuple(weight.shape), dtype).copy_(weight)
 
 
 class CastLinear(nn.Linear):

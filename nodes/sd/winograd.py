@@ -19,6 +19,7 @@ import functools
 
 import torch
 
+from nodes.sd import scratch
 from nodes.sd.fast_ops import eager_cpu_fp32, is_channels_last, plain_conv3x3
 
 # Below these, the transforms and a small GEMM cost more than the multiplications saved. Both the input
@@ -75,10 +76,13 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
 
 
 def _transformed_weight(weight: torch.Tensor) -> torch.Tensor:
-    """(out, in, 3, 3) → the 36 transformed (in, out) matrices of the tile positions."""
+    """(out, in, 3, 3) → the 36 transformed (in, out) matrices of the tile positions, in this thread's
+    scratch buffer (4× the weight: 472 MB for the UNet's 2560 → 1280 conv; valid until the next conv)."""
     _, kg, _ = _matrices()
     out_channels, c = weight.shape[:2]
-    return torch.matmul(kg, weight.reshape(out_channels * c, 9).t()).view(36, out_channels, c).transpose(1, 2)
+    u = scratch.buffer("winograd weight", (36, out_channels * c), weight.dtype)
+    torch.matmul(kg, weight.reshape(out_channels * c, 9).t(), out=u)
+    return u.view(36, out_channels, c).transpose(1, 2)
 
 
 def _winograd(x: torch.Tensor, u: torch.Tensor, out: torch.Tensor, channels_last: bool) -> None:
