@@ -8,7 +8,7 @@ even in fp32 (our reading: the threads then split the few rows of x, each stream
 of weight rows at a time, W · xᵀ splits the weights between the threads and casts each block into a
 buffer that stays in the cache. Measured on 2 cores (docs/performance.md, issue 14's third
 pass): 0.60–0.97× the lean layer's time and 0.63–0.94× the fp32 layer's on the UNet's 8² and 16²
-shapes; the 3×3 convs over ≤ 64 pixels (im2col + this GEMM) 0.64–0.91×. Where it lost (few input
+shapes; the 3×3 convs over ≤ 256 pixels (im2col + this GEMM) 0.26–0.73× (fifth pass). Where it lost (few input
 features, many rows or pixels) the plain ops keep those shapes. The results equal the plain ops' up to
 float summation order.
 """
@@ -26,11 +26,18 @@ from nodes.sd.fast_ops import eager_cpu_fp32, is_channels_last, plain_conv3x3
 # a loss with 768 features (1.13×).
 MAX_ROWS = 512
 MIN_FEATURES = 1024
-# 3×3 convs by im2col: won at 2 × 4 × 4 pixels (0.64–0.91×), mixed to lost at 2 × 8 × 8 (0.86–1.24×).
-MAX_CONV_PIXELS = 64
+# 3×3 convs by im2col, lean, against oneDNN (which is slow on these: 1280 → 1280 over 2 × 8 × 8 takes
+# 3–4× the time of 1280 → 640): 0.26–0.28× at 2 × 4 × 4 pixels, 0.37–0.39× at 1 × 8 × 8, 0.51–0.60× at
+# 2 × 8 × 8 with 1280 channels (0.86–0.95× with 640 in or out), 0.70–0.73× at 4 × 8 × 8; at 2 × 16 × 16
+# Winograd takes them (0.77–0.84× vs 0.86–1.17× here). Whole UNet, lean: 0.95× the step at 512², 0.89×
+# at 256² against the earlier limit of 64 pixels (docs/performance.md, issue 14's fifth pass).
+MAX_CONV_PIXELS = 256
 MIN_CONV_CHANNELS = 640
-# Weight rows per block: a block cast to fp32 stays well inside the 32 MB last-level cache.
+# Weight rows per block: a block cast to fp32 stays inside the 32 MB last-level cache. The convs' GEMMs
+# have more columns (pixels) and run better on taller blocks (2 × 8 × 8: 0.54× oneDNN with 16 MB, 0.63×
+# with 4 MB; over 2 × 4 × 4 the two are even).
 BLOCK_BYTES = 4 * 1024**2
+CONV_BLOCK_BYTES = 16 * 1024**2
 
 Cast = Callable[[torch.Tensor], torch.Tensor]
 
@@ -46,12 +53,13 @@ def conv_suits(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
     return n * h * w <= MAX_CONV_PIXELS and min(c, conv.out_channels) >= MIN_CONV_CHANNELS and eager_cpu_fp32(x)
 
 
-def weight_rows_matmul(weight: torch.Tensor, rhs: torch.Tensor, cast: Cast) -> torch.Tensor:
+def weight_rows_matmul(weight: torch.Tensor, rhs: torch.Tensor, cast: Cast, block_bytes: int | None = None) -> torch.Tensor:
     """weight (out, k) in any float dtype · rhs (k, rows) in fp32 → (out, rows), a block of weight rows
-    at a time; `cast` turns a block into the compute dtype (into a reused buffer: valid until the next)."""
+    (`block_bytes` in fp32, default BLOCK_BYTES) at a time; `cast` turns a block into the compute dtype
+    (into a reused buffer: valid until the next)."""
     out_features, k = weight.shape
     out = rhs.new_empty(out_features, rhs.shape[1])
-    block = max(64, min(out_features, BLOCK_BYTES // (4 * k)))
+    block = max(64, min(out_features, (block_bytes or BLOCK_BYTES) // (4 * k)))
     for start in range(0, out_features, block):
         torch.mm(cast(weight[start:start + block]), rhs, out=out[start:start + block])
     return out
@@ -69,10 +77,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cas
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cast: Cast) -> torch.Tensor:
     """F.conv2d(x, weight, bias, padding=1) for `conv_suits` inputs, by im2col: the 9·in × pixels
-    patch matrix is small here (≤ 64 pixels), the weight is what the GEMM streams."""
+    patch matrix is small here (≤ 256 pixels), the weight is what the GEMM streams."""
     n, c, h, w = x.shape
     patches = F.unfold(x, 3, padding=1).transpose(0, 1).reshape(c * 9, n * h * w)  # (9·in, n·h·w)
-    out = weight_rows_matmul(weight.reshape(weight.shape[0], c * 9), patches, cast)  # (out, n·h·w)
+    out = weight_rows_matmul(weight.reshape(weight.shape[0], c * 9), patches, cast, CONV_BLOCK_BYTES)  # (out, n·h·w)
     out = out.view(-1, n, h * w).transpose(0, 1)
     if bias is not None:
         out = out + bias.view(1, -1, 1)

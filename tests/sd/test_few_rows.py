@@ -38,7 +38,10 @@ def test_linear_equals_the_plain_linear(weight_dtype, shape, out_features, with_
 @pytest.mark.parametrize("weight_dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("n, c, out, h, w", [(2, 640, 700, 4, 4), (1, 700, 640, 3, 5), (4, 640, 640, 1, 1)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_conv3x3_equals_the_plain_conv(weight_dtype, n, c, out, h, w, channels_last):
+@pytest.mark.parametrize("blocks", ["one", "several"])
+def test_conv3x3_equals_the_plain_conv(weight_dtype, n, c, out, h, w, channels_last, blocks, monkeypatch):
+    if blocks == "several":  # 64 weight rows a block, the last one partial
+        monkeypatch.setattr(few_rows, "CONV_BLOCK_BYTES", 64 * c * 9 * 4)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(n, c, h, w, generator=g)
     if channels_last:
@@ -65,7 +68,9 @@ def test_used_only_where_it_gains():
         assert not few_rows.linear_suits(torch.zeros(2, 77, 768), 768)  # few features: lost
         assert not few_rows.linear_suits(torch.zeros(2, 64, 1280).double(), 1280)
         assert few_rows.conv_suits(_conv(1280, 1280), torch.zeros(2, 1280, 4, 4))
-        assert not few_rows.conv_suits(_conv(1280, 1280), torch.zeros(2, 1280, 8, 8))  # 128 pixels: mixed
+        assert few_rows.conv_suits(_conv(1280, 1280), torch.zeros(2, 1280, 8, 8))
+        assert few_rows.conv_suits(_conv(1280, 1280), torch.zeros(4, 1280, 8, 8))
+        assert not few_rows.conv_suits(_conv(1280, 1280), torch.zeros(2, 1280, 16, 16))  # Winograd's
         assert not few_rows.conv_suits(_conv(320, 320), torch.zeros(2, 320, 4, 4))  # few channels
         assert not few_rows.conv_suits(_conv(1280, 1280, stride=2), torch.zeros(2, 1280, 4, 4))
         assert not few_rows.conv_suits(_conv(1280, 1280, kernel_size=1, padding=0), torch.zeros(2, 1280, 4, 4))
