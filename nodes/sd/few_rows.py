@@ -21,11 +21,15 @@ import torch.nn.functional as F
 
 from nodes.sd.fast_ops import eager_cpu_fp32, is_channels_last, plain_conv3x3
 
-# Rows (tokens × batch) up to which the weight-rows GEMM wins, and the fewest input features: measured
-# 0.60–0.97× the lean time for 128–512 rows with 1280–5120 features, 0.97–1.33× from 1024 rows on, and
-# a loss with 768 features (1.13×).
+# Linear layers: rows (tokens × batch) up to which the weight-rows GEMM can win, the fewest input
+# features (768 lost: 1.13×), and the weight elements it must stream per row — the layer must be
+# weight-bound. Measured lean against the plain cast + addmm (fifth pass): 0.46–0.85× at 32 rows, 0.68–0.94×
+# at 128 rows for 1280 → 10240 and 5120 → 1280 (≥ 51200 per row), 0.79–0.92× and 0.85–1.04× for
+# 1280 → 10240 over 256 and 512 rows (51200, 25600); lost with 1280 → 1280 over 128–512 rows (1.06–1.17×,
+# ≤ 12800) and 5120 → 1280 over 512 (1.03–1.17×, 12800).
 MAX_ROWS = 512
 MIN_FEATURES = 1024
+MIN_WEIGHTS_PER_ROW = 16384
 # 3×3 convs by im2col, lean, against oneDNN (which is slow on these: 1280 → 1280 over 2 × 8 × 8 takes
 # 3–4× the time of 1280 → 640): 0.26–0.28× at 2 × 4 × 4 pixels, 0.37–0.39× at 1 × 8 × 8, 0.51–0.60× at
 # 2 × 8 × 8 with 1280 channels (0.86–0.95× with 640 in or out), 0.70–0.73× at 4 × 8 × 8; at 2 × 16 × 16
@@ -42,8 +46,10 @@ CONV_BLOCK_BYTES = 16 * 1024**2
 Cast = Callable[[torch.Tensor], torch.Tensor]
 
 
-def linear_suits(x: torch.Tensor, in_features: int) -> bool:
-    return in_features >= MIN_FEATURES and x.numel() // in_features <= MAX_ROWS and eager_cpu_fp32(x)
+def linear_suits(x: torch.Tensor, in_features: int, out_features: int) -> bool:
+    rows = x.numel() // in_features
+    return (in_features >= MIN_FEATURES and rows <= MAX_ROWS
+            and in_features * out_features >= rows * MIN_WEIGHTS_PER_ROW and eager_cpu_fp32(x))
 
 
 def conv_suits(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:

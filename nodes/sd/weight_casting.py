@@ -39,7 +39,7 @@ class CastLinear(nn.Linear):
     """Also the door to the weight-rows GEMM over few rows (nodes.sd.few_rows)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if few_rows.linear_suits(x, self.in_features):
+        if few_rows.linear_suits(x, self.in_features, self.out_features):
             return few_rows.linear(x, self.weight, _cast(self.bias, x.dtype), lambda w: _cast_weight(w, x.dtype))
         return F.linear(x, _cast_weight(self.weight, x.dtype), _cast(self.bias, x.dtype))
 

@@ -62,11 +62,15 @@ def _conv(c, out, **kwargs):
 
 def test_used_only_where_it_gains():
     with torch.inference_mode():
-        assert few_rows.linear_suits(torch.zeros(2, 64, 1280), 1280)  # 128 rows, the UNet's 8² level
-        assert few_rows.linear_suits(torch.zeros(2, 256, 1280), 1280)  # 512 rows
-        assert not few_rows.linear_suits(torch.zeros(2, 1024, 1280), 1280)  # 2048 rows: lost
-        assert not few_rows.linear_suits(torch.zeros(2, 77, 768), 768)  # few features: lost
-        assert not few_rows.linear_suits(torch.zeros(2, 64, 1280).double(), 1280)
+        assert few_rows.linear_suits(torch.zeros(2, 64, 1280), 1280, 10240)  # 128 rows, the UNet's 8² level
+        assert few_rows.linear_suits(torch.zeros(2, 64, 5120), 5120, 1280)
+        assert few_rows.linear_suits(torch.zeros(2, 16, 1280), 1280, 1280)  # 32 rows
+        assert few_rows.linear_suits(torch.zeros(2, 256, 1280), 1280, 10240)  # 512 rows, a large weight
+        assert not few_rows.linear_suits(torch.zeros(2, 64, 1280), 1280, 1280)  # too small a weight: lost
+        assert not few_rows.linear_suits(torch.zeros(2, 256, 5120), 5120, 1280)
+        assert not few_rows.linear_suits(torch.zeros(2, 1024, 1280), 1280, 10240)  # 2048 rows: lost
+        assert not few_rows.linear_suits(torch.zeros(2, 77, 768), 768, 10240)  # few features: lost
+        assert not few_rows.linear_suits(torch.zeros(2, 64, 1280).double(), 1280, 10240)
         assert few_rows.conv_suits(_conv(1280, 1280), torch.zeros(2, 1280, 4, 4))
         assert few_rows.conv_suits(_conv(1280, 1280), torch.zeros(2, 1280, 8, 8))
         assert few_rows.conv_suits(_conv(1280, 1280), torch.zeros(4, 1280, 8, 8))
@@ -74,7 +78,7 @@ def test_used_only_where_it_gains():
         assert not few_rows.conv_suits(_conv(320, 320), torch.zeros(2, 320, 4, 4))  # few channels
         assert not few_rows.conv_suits(_conv(1280, 1280, stride=2), torch.zeros(2, 1280, 4, 4))
         assert not few_rows.conv_suits(_conv(1280, 1280, kernel_size=1, padding=0), torch.zeros(2, 1280, 4, 4))
-    assert not few_rows.linear_suits(torch.zeros(2, 64, 1280).requires_grad_(), 1280)  # training: torch's ops
+    assert not few_rows.linear_suits(torch.zeros(2, 64, 1280).requires_grad_(), 1280, 10240)  # training: torch's ops
     assert not few_rows.conv_suits(_conv(1280, 1280), torch.zeros(2, 1280, 4, 4).requires_grad_())
 
 
