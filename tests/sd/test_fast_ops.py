@@ -41,3 +41,26 @@ def test_in_place_only_without_autograd():
         assert no_autograd()
     with torch.inference_mode():
         assert no_autograd()
+
+
+def test_geglu_works_in_its_projection_without_autograd_and_keeps_the_graph_with_it():
+    """value · GELU(gate) written over the projection's output at inference (the exact erf GELU, as the
+    plain form); with autograd on, the plain out-of-place form, so gradients still flow."""
+    from nodes.sd.attention import GEGLU
+
+    torch.manual_seed(0)
+    geglu = GEGLU(8, 16)
+    x = torch.randn(2, 5, 8)
+    value, gate = geglu.proj(x).detach().double().chunk(2, dim=-1)
+    expected = value * 0.5 * gate * (1 + torch.erf(gate / 2**0.5))
+    projected = []
+    geglu.proj.register_forward_hook(lambda module, args, out: projected.append(out))
+    with torch.inference_mode():
+        got = geglu(x)
+    assert got.untyped_storage().data_ptr() == projected[-1].untyped_storage().data_ptr()
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-6)
+    trained = geglu(x)
+    trained.sum().backward()
+    assert geglu.proj.weight.grad is not None
+    assert trained.untyped_storage().data_ptr() != projected[-1].untyped_storage().data_ptr()
+    torch.testing.assert_close(trained.detach().double(), expected, rtol=1e-6, atol=1e-6)
