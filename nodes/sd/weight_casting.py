@@ -54,7 +54,7 @@ class CastConv2d(nn.Conv2d):
         if nnpack.suits(self, x):
             return nnpack.conv3x3(x, _cast_weight(self.weight, x.dtype), bias)
         if winograd.suits(self, x):
-            return winograd.conv3x3(x, _cast_weight(self.weight, x.dtype), bias)
+            return winograd.conv3x3(x, self.weight, bias, lambda w: _cast_weight(w, x.dtype))
         if few_rows.conv_suits(self, x):
             return few_rows.conv3x3(x, self.weight, bias, lambda w: _cast_weight(w, x.dtype))
         return self._conv_forward(x, _cast_weight(self.weight, x.dtype), bias)

@@ -54,6 +54,22 @@ def test_bands_of_tile_rows_give_the_same_result(channels_last, monkeypatch):
             assert (banded.double() - exact).abs().max().item() <= 2e-5 * exact.abs().max().item()
 
 
+def test_fp16_weights_cast_and_transformed_a_block_of_output_channels_at_a_time(monkeypatch):
+    """The lean path: an fp16 weight, cast by the caller's `cast` one block of output channels at a
+    time (blocks of 2 channels here, the last one partial) — the same as the weight cast whole."""
+    x, weight, bias = conv_case(1, 6, 7, 9, 9, seed=5)
+    half = weight.half()
+    exact = F.conv2d(x.double(), half.double(), bias.double(), padding=1)
+    casts = []
+    monkeypatch.setattr(winograd, "TRANSFORM_BLOCK_BYTES", 2 * 6 * 9 * 4)
+    with torch.inference_mode():
+        got = winograd.conv3x3(x, half, bias, lambda rows: casts.append(rows.shape[0]) or rows.float())
+        whole = winograd.conv3x3(x, half.float(), bias)
+    assert casts == [2, 2, 2, 1]
+    assert torch.equal(got, whole)
+    assert (got.double() - exact).abs().max().item() <= 2e-5 * exact.abs().max().item()
+
+
 def test_a_full_size_unet_conv_against_float64():
     # the UNet's level-1 conv at 256²: 320 channels, 32×32 latent pixels, a CFG batch of 2
     x, weight, bias = conv_case(2, 320, 320, 32, 32, seed=3)
