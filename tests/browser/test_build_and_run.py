@@ -77,7 +77,7 @@ def test_build_txt2img_from_an_empty_canvas_and_queue_it(editor):
 
     # Full size on double-click of the image.
     x, y = editor.to_client([editor.node(save)["pos"][0] + 120, editor.node(save)["pos"][1] + editor.node(save)["size"][1] - 60])
-    page.mouse.dblclick(x, y)
+    editor.double_click_for((x, y), ".ng-lightbox")
     page.wait_for_function("document.querySelector('.ng-lightbox img')?.naturalWidth > 0")
     page.keyboard.press("Escape")
     assert page.query_selector(".ng-lightbox") is None

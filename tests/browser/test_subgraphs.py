@@ -76,8 +76,7 @@ def test_open_edit_inside_go_back_up_and_unpack(editor):
     page = editor.page
     flat = api_of(editor)
     instance = collapse_into_subgraph(editor, [2, 3, 5])
-    page.mouse.dblclick(*editor.body_pos(instance))
-    page.wait_for_selector("#breadcrumb:not([hidden])")
+    editor.double_click_for(editor.body_pos(instance), "#breadcrumb:not([hidden])")
     assert page.inner_text("#breadcrumb").split() == ["Workflow", "›", "New", "Subgraph"]
     assert sorted(n["type"] for n in editor.nodes()) == ["CLIPTextEncode", "CLIPTextEncode", "KSampler"]
     page.mouse.click(*editor.widget_pos(5, "steps", "right-arrow"))
