@@ -6,9 +6,15 @@ share before they take a call.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# Turns a block of (fp16) weight rows into the compute dtype, into a reused buffer valid until the next
+# call: how the lean layers hand their weights to the hand-written conv and GEMM paths.
+Cast = Callable[[torch.Tensor], torch.Tensor]
 
 
 def no_autograd() -> bool:

@@ -8,25 +8,23 @@ even in fp32 (our reading: the threads then split the few rows of x, each stream
 of weight rows at a time, W · xᵀ splits the weights between the threads and casts each block into a
 buffer that stays in the cache. Measured on 2 cores (docs/performance.md, issue 14's third
 pass): 0.60–0.97× the lean layer's time and 0.63–0.94× the fp32 layer's on the UNet's 8² and 16²
-shapes; the 3×3 convs over ≤ 256 pixels (im2col + this GEMM) 0.26–0.73× (fifth pass). Where it lost (few input
-features, many rows or pixels) the plain ops keep those shapes. The results equal the plain ops' up to
+shapes; the 3×3 convs over ≤ 256 pixels (im2col + this GEMM) 0.26–0.73× (fifth pass). Where it
+lost (few input features, many rows or pixels) the plain ops keep those shapes. The results equal the plain ops' up to
 float summation order.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 
-from nodes.sd.fast_ops import eager_cpu_fp32, is_channels_last, plain_conv3x3
+from nodes.sd.fast_ops import Cast, eager_cpu_fp32, is_channels_last, plain_conv3x3
 
 # Linear layers: rows (tokens × batch) up to which the weight-rows GEMM can win, the fewest input
 # features (768 lost: 1.13×), and the weight elements it must stream per row — the layer must be
-# weight-bound. Measured lean against the plain cast + addmm (fifth pass): 0.46–0.85× at 32 rows, 0.68–0.94×
-# at 128 rows for 1280 → 10240 and 5120 → 1280 (≥ 51200 per row), 0.79–0.92× and 0.85–1.04× for
-# 1280 → 10240 over 256 and 512 rows (51200, 25600); lost with 1280 → 1280 over 128–512 rows (1.06–1.17×,
-# ≤ 12800) and 5120 → 1280 over 512 (1.03–1.17×, 12800).
+# weight-bound. Measured lean against the plain cast + addmm (fifth pass): 0.46–0.85× at 32 rows,
+# 0.68–0.94× at 128 rows for 1280 → 10240 and 5120 → 1280 (≥ 51200 per row), 0.79–0.92× and 0.85–1.04×
+# for 1280 → 10240 over 256 and 512 rows (51200, 25600); lost with 1280 → 1280 over 128–512 rows
+# (1.06–1.17×, ≤ 12800) and 5120 → 1280 over 512 (1.03–1.17×, 12800).
 MAX_ROWS = 512
 MIN_FEATURES = 1024
 MIN_WEIGHTS_PER_ROW = 16384
@@ -43,9 +41,6 @@ MIN_CONV_CHANNELS = 640
 BLOCK_BYTES = 4 * 1024**2
 CONV_BLOCK_BYTES = 16 * 1024**2
 
-Cast = Callable[[torch.Tensor], torch.Tensor]
-
-
 def linear_suits(x: torch.Tensor, in_features: int, out_features: int) -> bool:
     rows = x.numel() // in_features
     return (in_features >= MIN_FEATURES and rows <= MAX_ROWS
@@ -59,13 +54,13 @@ def conv_suits(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
     return n * h * w <= MAX_CONV_PIXELS and min(c, conv.out_channels) >= MIN_CONV_CHANNELS and eager_cpu_fp32(x)
 
 
-def weight_rows_matmul(weight: torch.Tensor, rhs: torch.Tensor, cast: Cast, block_bytes: int | None = None) -> torch.Tensor:
+def weight_rows_matmul(weight: torch.Tensor, rhs: torch.Tensor, cast: Cast, block_bytes: int) -> torch.Tensor:
     """weight (out, k) in any float dtype · rhs (k, rows) in fp32 → (out, rows), a block of weight rows
-    (`block_bytes` in fp32, default BLOCK_BYTES) at a time; `cast` turns a block into the compute dtype
-    (into a reused buffer: valid until the next)."""
+    (`block_bytes` of them in fp32) at a time; `cast` turns a block into the compute dtype (into a
+    reused buffer: valid until the next)."""
     out_features, k = weight.shape
     out = rhs.new_empty(out_features, rhs.shape[1])
-    block = max(64, min(out_features, (block_bytes or BLOCK_BYTES) // (4 * k)))
+    block = max(64, min(out_features, block_bytes // (4 * k)))
     for start in range(0, out_features, block):
         torch.mm(cast(weight[start:start + block]), rhs, out=out[start:start + block])
     return out
@@ -74,7 +69,7 @@ def weight_rows_matmul(weight: torch.Tensor, rhs: torch.Tensor, cast: Cast, bloc
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, cast: Cast) -> torch.Tensor:
     """F.linear(x, weight, bias) for `linear_suits` inputs; `bias` already in x's dtype."""
     rows = x.reshape(-1, x.shape[-1])
-    out_t = weight_rows_matmul(weight, rows.t(), cast)  # (out, rows)
+    out_t = weight_rows_matmul(weight, rows.t(), cast, BLOCK_BYTES)  # (out, rows)
     out = out_t.t().contiguous()  # row-major, as F.linear's (the next ops expect it)
     if bias is not None:
         out.add_(bias)
@@ -86,7 +81,8 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ca
     patch matrix is small here (≤ 256 pixels), the weight is what the GEMM streams."""
     n, c, h, w = x.shape
     patches = F.unfold(x, 3, padding=1).transpose(0, 1).reshape(c * 9, n * h * w)  # (9·in, n·h·w)
-    out = weight_rows_matmul(weight.reshape(weight.shape[0], c * 9), patches, cast, CONV_BLOCK_BYTES)  # (out, n·h·w)
+    # (out, n·h·w)
+    out = weight_rows_matmul(weight.reshape(weight.shape[0], c * 9), patches, cast, CONV_BLOCK_BYTES)
     out = out.view(-1, n, h * w).transpose(0, 1)
     if bias is not None:
         out = out + bias.view(1, -1, 1)

@@ -16,12 +16,11 @@ against float64 (the direct conv: ~2e-6), far inside the conformance tolerance (
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
 import torch
 
 from nodes.sd import scratch
-from nodes.sd.fast_ops import eager_cpu_fp32, is_channels_last, plain_conv3x3
+from nodes.sd.fast_ops import Cast, eager_cpu_fp32, is_channels_last, plain_conv3x3
 
 # Below these, the transforms and a small GEMM cost more than the multiplications saved. Both the input
 # and the output channels: the VAE decoder's full-resolution level (128 channels) stays on oneDNN, where
@@ -38,8 +37,6 @@ CHUNK_BYTES = 32 * 1024**2
 # copy never leaves the cache: 0.72–0.76× the time of casting the whole weight and then transforming it
 # (1280 → 1280: 36 against 50 ms; fp32 weights 0.81–0.88×); 256 KB blocks were slower again, 4 MB 0.8×.
 TRANSFORM_BLOCK_BYTES = 1024**2
-
-Cast = Callable[[torch.Tensor], torch.Tensor]
 
 
 @functools.cache
