@@ -63,6 +63,7 @@ def main() -> None:
                     help="also time our UNet under torch.compile (inductor, frozen weights; compiles per batch)")
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "nodegraph-gpu")
     ap.add_argument("--out", type=Path, default=None, help="folder for results.json and the images")
+    ap.add_argument("--part-timeout", type=int, default=300, help="seconds before a part's process is stopped")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.out = args.out or args.workdir / "out"
@@ -76,18 +77,29 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"device": describe_device(args.device)}
     print("device:", results["device"], flush=True)
+
+    def save() -> None:  # after every part: a call stopped at its time limit keeps what it measured
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+
     if {"speed", "budget", "lowvram"} & set(args.parts):
         write_files(args.workdir)
     if "speed" in args.parts:
-        impls = ("ours", "diffusers") + (("ours-compiled",) if args.compile else ())
-        results["speed"] = {f"{impl} b{batch}": run_worker(args, "speed", impl, str(batch))
-                            for batch in args.batches for impl in impls}
+        speed = results["speed"] = {}
+        for batch in args.batches:
+            for impl in ("ours", "diffusers"):
+                speed[f"{impl} b{batch}"] = run_worker(args, "speed", impl, str(batch))
+                save()
     if "numerics" in args.parts:
         results["numerics"] = numerics(args)
+        save()
     for part in ("conformance", "budget", "lowvram"):
         if part in args.parts:
             results[part] = run_worker(args, part)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+            save()
+    if "speed" in args.parts and args.compile:  # last: each batch compiles for a minute or more
+        for batch in args.batches:
+            results["speed"][f"ours-compiled b{batch}"] = run_worker(args, "speed", "ours-compiled", str(batch))
+            save()
     report(results, args)
 
 
@@ -99,13 +111,17 @@ def describe_device(device: str) -> str:
     return f"{device}, torch {torch.__version__}"
 
 
-def run_worker(args, kind: str, *rest: str, env: dict | None = None) -> dict:
+def run_worker(args, kind: str, *rest: str) -> dict:
     """This script again as a fresh process running one worker; its RESULT line parsed."""
     cmd = [sys.executable, __file__, "--device", args.device, "--size", str(args.size), "--steps", str(args.steps),
            "--workdir", str(args.workdir), "--out", str(args.out), "--worker", kind, *rest]
     print(f"-- {kind} {' '.join(rest)}", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.part_timeout)
+    except subprocess.TimeoutExpired:
+        print(f"   stopped after {args.part_timeout} s", flush=True)
+        return {"error": f"timed out after {args.part_timeout} s"}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         print(proc.stdout[-3000:], proc.stderr[-6000:], sep="\n", flush=True)
@@ -206,8 +222,11 @@ def numerics(args) -> dict:
         cmd = [sys.executable, "-m", "nodegraph", "run", "workflows/txt2img.json", "--output-dir", str(out),
                "--base-dir", str(args.workdir / "home"), "--quiet"]
         print(f"-- numerics on {device}", flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                              env={**os.environ, "NODEGRAPH_DEVICE": device})
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.part_timeout,
+                                  env={**os.environ, "NODEGRAPH_DEVICE": device})
+        except subprocess.TimeoutExpired:
+            return {"error": f"the run on {device} timed out after {args.part_timeout} s"}
         pngs = sorted(out.glob("*.png"))
         if proc.returncode != 0 or not pngs:
             print(proc.stdout[-2000:], proc.stderr[-4000:], sep="\n", flush=True)
