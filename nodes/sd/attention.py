@@ -81,7 +81,7 @@ class GEGLU(nn.Module):
         value, gate = self.proj(x).chunk(2, dim=-1)
         if no_autograd():
             # In the projection's own output, which nothing else holds: two fresh tensors of the
-            # UNet's largest activation size fewer per block (see docs/performance.md, fifth pass).
+            # UNet's largest activation size fewer per block (see docs/performance-history.md, fifth pass).
             return value.mul_(torch.ops.aten.gelu_(gate))
         return value * F.gelu(gate)
 

@@ -1,9 +1,9 @@
 """Opt-in `torch.compile` of the UNet (`--compile` / NODEGRAPH_COMPILE=1): inductor with frozen weights.
 
-Measured on full-size SD1.5 (docs/performance.md): 0.85× the eager UNet call at 256² and 0.95× at 512²
-on 2 CPU cores, after a first call that compiles for 1–2 minutes. Without freezing, inductor was 1.29×
-slower than eager; freezing folds the weights into the compiled graph as constants (prepacked for oneDNN),
-which is where the gain is — and why it stays opt-in:
+Measured on full-size SD1.5 (docs/performance-history.md, first pass): 0.85× the eager UNet call at 256²
+and 0.95× at 512² on 2 CPU cores, after a first call that compiles for 1–2 minutes. Without freezing,
+inductor was 1.29× slower than eager; freezing folds the weights into the compiled graph as constants
+(prepacked for oneDNN), which is where the gain is — and why it stays opt-in:
 - each model, weight-patch set (LoRA strengths), latent shape and batch compiles again (1–2 minutes);
   frozen graphs are not reused from inductor's disk cache;
 - the folded weights are fp32 copies, so the lean weights' memory saving is gone while compiled.

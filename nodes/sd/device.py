@@ -41,7 +41,7 @@ def env_flag(name: str, default: bool) -> bool:
 WEIGHTS_ENV = "NODEGRAPH_WEIGHTS"
 WEIGHT_MODES = ("lean", "fp32")
 # lean: half the resident memory of fp32 for an fp16 file, bit-identical outputs (fp16 -> fp32 is exact);
-# what the per-layer cast costs is measured in docs/performance.md ("Weights in the file's dtype").
+# what the per-layer cast costs is measured in docs/performance.md ("What the lean cast costs").
 DEFAULT_WEIGHT_MODE = "lean"
 
 

@@ -6,7 +6,7 @@ lean mode the plain call also casts the whole fp16 weight into a buffer far larg
 written to memory and read back; and the x · Wᵀ form was measured slower than W · xᵀ on these shapes
 even in fp32 (our reading: the threads then split the few rows of x, each streaming all of W). A block
 of weight rows at a time, W · xᵀ splits the weights between the threads and casts each block into a
-buffer that stays in the cache. Measured on 2 cores (docs/performance.md, issue 14's third
+buffer that stays in the cache. Measured on 2 cores (docs/performance-history.md, third
 pass): 0.60–0.97× the lean layer's time and 0.63–0.94× the fp32 layer's on the UNet's 8² and 16²
 shapes; the 3×3 convs over ≤ 256 pixels (im2col + this GEMM) 0.26–0.73× (fifth pass). Where it
 lost (few input features, many rows or pixels) the plain ops keep those shapes. The results equal the plain ops' up to
@@ -32,7 +32,7 @@ MIN_WEIGHTS_PER_ROW = 16384
 # 3–4× the time of 1280 → 640): 0.26–0.28× at 2 × 4 × 4 pixels, 0.37–0.39× at 1 × 8 × 8, 0.51–0.60× at
 # 2 × 8 × 8 with 1280 channels (0.86–0.95× with 640 in or out), 0.70–0.73× at 4 × 8 × 8; at 2 × 16 × 16
 # Winograd takes them (0.77–0.84× vs 0.86–1.17× here). Whole UNet, lean: 0.95× the step at 512², 0.89×
-# at 256² against the earlier limit of 64 pixels (docs/performance.md, issue 14's fifth pass).
+# at 256² against the earlier limit of 64 pixels (docs/performance-history.md, fifth pass).
 MAX_CONV_PIXELS = 256
 MIN_CONV_CHANNELS = 640
 # Weight rows per block: a block cast to fp32 stays inside the 32 MB last-level cache. The convs' GEMMs

@@ -4,7 +4,7 @@ VAE decode is tiled) instead of the kernel's OOM killer taking the process and i
 
 The limit is NODEGRAPH_RAM_BUDGET (bytes, e.g. `8GB`) when set, else the memory the system reports
 available (cgroup limit included); on a GPU, the device memory manager's budget minus resident models.
-The constants were measured on SD1.5 shapes in fp32 (docs/performance.md, "Memory limits") and carry
+The constants were measured on SD1.5 shapes in fp32 (docs/performance-history.md, fourth pass) and carry
 a safety margin; they scale with the model's width, so the tiny test models get small estimates.
 """
 from __future__ import annotations

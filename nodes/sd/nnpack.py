@@ -3,7 +3,7 @@
 For one image NNPACK runs Winograd's F(6×6, 3×3): 64 multiplications per 6×6 output tile where the
 direct conv spends 324 (0.20×), with hand-vectorised (AVX2 / NEON) tile transforms — the transforms
 that keep our own F(4×4, 3×3) (nodes/sd/winograd.py, eager PyTorch) from winning on large images.
-Measured on 2 cores against the best of oneDNN and ours (docs/performance.md, issue 14's fourth
+Measured on 2 cores against the best of oneDNN and ours (docs/performance-history.md, fourth
 pass): 0.51–0.87× at 128–960 channels on 64²–512² images; a loss below 64² pixels (1.1–1.7× at 48²
 and 32²) and at 32–64 channels (1.2–2.2×).
 

@@ -179,7 +179,7 @@ class _SafetensorsReader:
     mapping of the file when `mapped` (and its offset suits its dtype), else read with pread(2) into
     memory of its own; then several are read by a few threads at once (`read_many`): the reads and the
     page faults of the fresh memory run outside the GIL, which halves a copying load on 2 cores
-    (docs/performance.md, "Checkpoint load")."""
+    (docs/performance-history.md, first pass)."""
 
     def __init__(self, path: Path, *, mapped: bool = False):
         self.path = path

@@ -20,7 +20,7 @@ def activation_format(device: torch.device) -> torch.memory_format:
     """Where NNPACK takes the large 3×3 convs (CPU), NCHW, the only layout it reads; elsewhere
     channels-last: oneDNN's convolutions take NHWC as it is (NCHW is reordered to a blocked layout and back
     around every conv, ~134 MB each way at 512²) and the mid-block attention's token view is free —
-    measured 0.86× the CPU time of the same decoder in NCHW with oneDNN alone (docs/performance.md)."""
+    measured 0.86× the CPU time of the same decoder in NCHW with oneDNN alone (docs/performance-history.md)."""
     return torch.contiguous_format if device.type == "cpu" and nnpack.available() else torch.channels_last
 
 

@@ -8,7 +8,7 @@ whose weights were cast once at load; only the resident memory differs.
 
 On the CPU a weight is cast into one reused per-thread buffer (nodes.sd.scratch) rather than a fresh
 tensor: a fresh 3.4 GB of fp32 weights per UNet call costs more in page faults than the conversion
-itself (measured: +28 % CPU time per 256² step with fresh tensors; see docs/performance.md).
+itself (measured: +28 % CPU time per 256² step with fresh tensors; see docs/performance-history.md).
 """
 from __future__ import annotations
 

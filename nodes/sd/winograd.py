@@ -9,7 +9,7 @@ GEMM rate, so fewer multiplications is the only way left to make them faster.
 
 It wins where the GEMMs dominate the transforms — many channels and many pixels: measured on 2 cores,
 0.46–0.56× oneDNN's time at 320–512 channels on 64²–128² inputs, 0.70× at 256 channels on 256², 0.96×
-at 128 channels on 512² (not used there), a loss on 8×8 (docs/performance.md, issue 14's "Second pass").
+at 128 channels on 512² (not used there), a loss on 8×8 (docs/performance-history.md, second pass).
 The result differs from the direct conv by float rounding only: ~7e-6 of the output's largest value
 against float64 (the direct conv: ~2e-6), far inside the conformance tolerance (5e-4).
 """
