@@ -5,8 +5,9 @@ the kernel when it is freed, so the next op's output is fresh memory again and e
 faults — on a VM each first touch costs about 1 s per GB. tcmalloc keeps freed memory for reuse: a
 512² VAE decode took 0.74–0.90× the time, a full-size SD1.5 UNet step 0.81–0.98× (how dear a page fault
 is depends on the hour; docs/performance.md, "Allocators, measured once more", bench/bench_allocators.py).
-PyTorch's own CPU launcher (torch.backends.xeon.run_cpu) preloads it for the same reason. A library cannot be swapped in after the process has started, so the command starts
-itself again once with LD_PRELOAD set, before anything heavy is imported.
+PyTorch's own CPU launcher (torch.backends.xeon.run_cpu) preloads it for the same reason. A library
+cannot be swapped in after the process has started, so the command starts itself again once with
+LD_PRELOAD set, before anything heavy is imported.
 
 `NODEGRAPH_ALLOCATOR=system` keeps the C library's allocator; nothing happens where tcmalloc is not
 installed (Debian/Ubuntu: `apt install libtcmalloc-minimal4`).
