@@ -34,7 +34,7 @@ CONFIGS = {
 def worker(path: Path, threads: int) -> dict:
     import torch
 
-    from bench.bench_vs_diffusers import ours, unet_inputs
+    from bench.bench_vs_diffusers import loadavg, ours, peak_rss_gb, unet_inputs
     from nodes.sd.vae_runtime import VAE
     torch.set_num_threads(threads)
     models = ours(path, "lean")
@@ -56,8 +56,8 @@ def worker(path: Path, threads: int) -> dict:
         z = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(7))
         decode = VAE(models.vae).decode
         fastest("decode 512", lambda: decode(z), 2)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    result.update(peak_rss_gb=usage.ru_maxrss / 2**20, minor_faults=usage.ru_minflt, load=os.getloadavg()[0])
+    result.update(peak_rss_gb=peak_rss_gb(), minor_faults=resource.getrusage(resource.RUSAGE_SELF).ru_minflt,
+                  load=loadavg())
     return result
 
 
@@ -67,27 +67,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    from bench.bench_vs_diffusers import CHECKPOINT
-    path = args.workdir / CHECKPOINT
+    from bench.bench_vs_diffusers import bench_checkpoint
+    path = bench_checkpoint(args.workdir)
     if args.worker:
         print("RESULT " + json.dumps(worker(path, args.threads)), flush=True)
         return
-    if not path.exists():
-        from bench.bench_sd_stack import write_checkpoint
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        write_checkpoint(path)
 
-    from nodegraph.allocator import find_tcmalloc
-    tcmalloc = find_tcmalloc()
+    from nodegraph.allocator import find_tcmalloc, preload_environment
     print(f"{'configuration':34s} {'UNet 256²':>10s} {'UNet 512²':>10s} {'decode 512²':>12s} {'peak RSS':>9s} "
           f"{'faults':>8s}  load   (CPU seconds)")
     for name, extra in CONFIGS.items():
         env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("MALLOC_")}
-        if extra == "preload":
-            if tcmalloc is None:
+        if extra == "preload":  # as the `nodegraph` command preloads it
+            env = preload_environment(env, find_tcmalloc())
+            if env is None:
                 print(f"{name:34s} not installed")
                 continue
-            env["LD_PRELOAD"] = tcmalloc
         else:
             env.update(extra)
         proc = subprocess.run([sys.executable, __file__, "--worker", "--workdir", str(args.workdir),

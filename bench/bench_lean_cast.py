@@ -27,8 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_sd_stack import write_checkpoint  # noqa: E402
-from bench.bench_vs_diffusers import CHECKPOINT, unet_inputs  # noqa: E402
+from bench.bench_vs_diffusers import bench_checkpoint, loadavg, ours, unet_inputs  # noqa: E402
 
 MODES = {"lean mapped": ("lean", "1"), "lean copied": ("lean", "0"), "fp32": ("fp32", "0")}
 # What a fused GroupNorm + SiLU (and in-place adds around them) could save at most.
@@ -36,11 +35,10 @@ SHARE_OPS = ("aten::native_group_norm", "aten::silu", "aten::add")
 
 
 def load_unets(path: Path) -> dict:
-    from nodes.sd.checkpoint import load_checkpoint
     unets = {}
     for name, (weights, mmap) in MODES.items():
-        os.environ["NODEGRAPH_WEIGHTS"], os.environ["NODEGRAPH_MMAP"] = weights, mmap
-        unets[name] = load_checkpoint(path, device="cpu", use_cache=False).unet
+        os.environ["NODEGRAPH_MMAP"] = mmap
+        unets[name] = ours(path, weights).unet
     return unets
 
 
@@ -94,11 +92,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from nodegraph import allocator
-    path = args.workdir / CHECKPOINT
-    if not path.exists():
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        write_checkpoint(path)
-    print(f"allocator: {allocator.describe()}; {args.threads} threads; load {os.getloadavg()[0]:.1f}", flush=True)
+    path = bench_checkpoint(args.workdir)
+    print(f"allocator: {allocator.describe()}; {args.threads} threads; load {loadavg():.1f}", flush=True)
 
     unets = load_unets(path)
     inputs = unet_inputs(args.size)

@@ -45,6 +45,16 @@ CHECKPOINT = "sd15-random-fp16.safetensors"
 PROMPT = "a photograph of an astronaut riding a horse"
 
 
+def bench_checkpoint(workdir: Path) -> Path:
+    """The full-size SD1.5-shaped random fp16 checkpoint the CPU benches share, written when missing."""
+    path = workdir / CHECKPOINT
+    if not path.exists():
+        from bench.bench_sd_stack import write_checkpoint
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_checkpoint(path)
+    return path
+
+
 def loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
@@ -406,9 +416,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    if not path.exists():
-        from bench.bench_sd_stack import write_checkpoint
-        write_checkpoint(path)
+    bench_checkpoint(args.workdir)
     results: dict = {"torch_threads": 2}
     if "load" in args.parts:
         # A fresh process per load, the implementations alternated for --rounds rounds, the fastest wall
